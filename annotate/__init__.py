@@ -1,0 +1,1 @@
+"""quantmedic.annotate (see the open issues for what it will hold)."""

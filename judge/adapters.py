@@ -1,0 +1,178 @@
+"""Input adapters: read attempts from quantmedic JSONL, ProcessBench-style JSON/JSONL, the GSM8K
+model-solutions file, or generic ``problem`` + ``solution`` JSONL (split into steps by
+:mod:`quantmedic.judge.segment`). ``load_attempts`` detects the format from the first record."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+from quantmedic.taxonomy.errors import InputError
+from quantmedic.taxonomy.jsonl import iter_json_lines, validate_record
+from quantmedic.taxonomy.records import Attempt, Problem
+
+from .answers import extract_final_answer
+from .segment import split_steps
+
+FORMATS = ("auto", "quantmedic", "processbench", "gsm8k-solutions", "text")
+GSM8K_SOLUTION_SETS = ("6b_finetuning", "175b_verification")
+_CALCULATOR_NOTE = re.compile(r"<<[^<>]*>>")
+
+
+def strip_calculator_notes(text: str) -> str:
+    """Remove GSM8K's calculator annotations: ``16-3=<<16-3=13>>13`` → ``16-3=13``."""
+    return _CALCULATOR_NOTE.sub("", text)
+
+
+def _iter_json_array(path: Path) -> Iterator[tuple[int, dict]]:
+    """Yield ``(line, object)`` for each element of a JSON array file, with the element's line."""
+    text = path.read_text(encoding="utf-8")
+    decoder = json.JSONDecoder()
+    pos = len(text) - len(text.lstrip())
+    if not text.startswith("[", pos):
+        raise InputError(path, "expected a JSON array of objects", line=1)
+    pos += 1
+    while True:
+        while pos < len(text) and text[pos] in " \t\r\n,":
+            pos += 1
+        if pos >= len(text):
+            raise InputError(path, "unterminated JSON array", line=text.count("\n") + 1)
+        if text[pos] == "]":
+            return
+        line = text.count("\n", 0, pos) + 1
+        try:
+            obj, pos = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as exc:
+            raise InputError(path, f"not valid JSON ({exc.msg})", line=exc.lineno) from None
+        if not isinstance(obj, dict):
+            raise InputError(path, f"expected a JSON object, got {type(obj).__name__}", line=line)
+        yield line, obj
+
+
+def _require(obj: dict, key: str, kind: type | tuple[type, ...], path: Path, line: int):
+    if key not in obj:
+        raise InputError(path, "missing", line=line, field=key)
+    if not isinstance(obj[key], kind):
+        raise InputError(path, f"expected {getattr(kind, '__name__', kind)}, got {type(obj[key]).__name__}",
+                         line=line, field=key)
+    return obj[key]
+
+
+def _as_bool(value) -> bool | None:
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise ValueError(f"expected true/false, got {value!r}")
+
+
+def _processbench(obj: dict, path: Path, line: int) -> Attempt:
+    text = _require(obj, "problem", str, path, line)
+    steps = _require(obj, "steps", list, path, line)
+    if not steps:
+        raise InputError(path, "no steps", line=line, field="steps")
+    for i, step in enumerate(steps):
+        if not isinstance(step, str) or not step.strip():
+            raise InputError(path, "empty or non-text step", line=line, field=f"steps.{i}")
+    label = obj.get("label")
+    if label is not None and (not isinstance(label, int) or not -1 <= label < len(steps)):
+        raise InputError(path, f"must be -1 or a step index below {len(steps)}", line=line, field="label")
+    try:
+        correct = _as_bool(obj.get("final_answer_correct"))
+    except ValueError as exc:
+        raise InputError(path, str(exc), line=line, field="final_answer_correct") from None
+    problem = Problem(text=text, source="processbench", source_id=obj.get("id"),
+                      reference_answer=obj.get("reference_answer"))
+    return Attempt(problem=problem, steps=tuple(steps), model=obj.get("generator") or "unknown",
+                   correct=correct, label=label, final_answer=extract_final_answer(steps[-1]),
+                   source=str(path))
+
+
+def _gsm8k_solutions(obj: dict, path: Path, line: int) -> list[Attempt]:
+    question = _require(obj, "question", str, path, line)
+    truth = _require(obj, "ground_truth", str, path, line)
+    reference = strip_calculator_notes(truth)
+    problem = Problem(text=question, reference_answer=extract_final_answer(reference),
+                      reference_solution=reference, source="gsm8k", source_id=f"test-{line - 1}")
+    attempts = []
+    for key in GSM8K_SOLUTION_SETS:
+        if key not in obj:
+            continue
+        entry = obj[key]
+        solution = _require(entry, "solution", str, path, line) if isinstance(entry, dict) else None
+        if solution is None:
+            raise InputError(path, "expected an object with is_correct and solution", line=line, field=key)
+        try:
+            correct = _as_bool(entry.get("is_correct"))
+        except ValueError as exc:
+            raise InputError(path, str(exc), line=line, field=f"{key}.is_correct") from None
+        steps = split_steps(strip_calculator_notes(solution))
+        if not steps:
+            raise InputError(path, "empty solution", line=line, field=f"{key}.solution")
+        attempts.append(Attempt(problem=problem, steps=tuple(steps), correct=correct,
+                                model=f"gsm8k-{key.replace('_', '-')}", source=str(path),
+                                final_answer=extract_final_answer(steps[-1])))
+    return attempts
+
+
+def _text(obj: dict, path: Path, line: int) -> Attempt:
+    text_key = next((k for k in ("problem", "question") if k in obj), "problem")
+    sol_key = next((k for k in ("solution", "response", "output") if k in obj), "solution")
+    text = _require(obj, text_key, str, path, line)
+    solution = _require(obj, sol_key, str, path, line)
+    steps = split_steps(solution)
+    if not steps:
+        raise InputError(path, "empty solution", line=line, field=sol_key)
+    try:
+        correct = _as_bool(obj.get("correct", obj.get("is_correct")))
+    except ValueError as exc:
+        raise InputError(path, str(exc), line=line, field="correct") from None
+    answer = obj.get("reference_answer", obj.get("answer"))
+    problem = Problem(text=text, reference_answer=None if answer is None else str(answer), source=path.stem)
+    return Attempt(problem=problem, steps=tuple(steps), correct=correct, model=str(obj.get("model", "unknown")),
+                   final_answer=extract_final_answer(solution), finish_reason=obj.get("finish_reason"),
+                   source=str(path))
+
+
+def detect_format(obj: dict) -> str:
+    """Name the format of one record: see :data:`FORMATS`."""
+    if isinstance(obj.get("problem"), dict) and "steps" in obj:
+        return "quantmedic"
+    if "question" in obj and any(k in obj for k in GSM8K_SOLUTION_SETS):
+        return "gsm8k-solutions"
+    if "problem" in obj and isinstance(obj.get("steps"), list):
+        return "processbench"
+    return "text"
+
+
+def _records(path: Path) -> Iterator[tuple[int, dict]]:
+    with path.open("rb") as handle:
+        head = handle.read(4096).lstrip()
+    return _iter_json_array(path) if head.startswith(b"[") else iter_json_lines(path)
+
+
+def load_attempts(path: str | Path, fmt: str = "auto") -> list[Attempt]:
+    """Read every attempt in ``path`` (JSON array or JSONL) in the given or detected format."""
+    path = Path(path)
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if not path.is_file():
+        raise InputError(path, "no such file")
+    attempts: list[Attempt] = []
+    for line, obj in _records(path):
+        kind = detect_format(obj) if fmt == "auto" else fmt
+        if fmt == "auto":
+            fmt = kind  # one file, one format: later records are held to the first one's
+        if kind == "quantmedic":
+            attempts.append(validate_record(Attempt, obj, path, line))
+        elif kind == "processbench":
+            attempts.append(_processbench(obj, path, line))
+        elif kind == "gsm8k-solutions":
+            attempts.extend(_gsm8k_solutions(obj, path, line))
+        else:
+            attempts.append(_text(obj, path, line))
+    if not attempts:
+        raise InputError(path, "no records")
+    return attempts

@@ -1,0 +1,77 @@
+"""A persistent store of judge responses (SQLite in WAL mode), keyed by a hash of the request.
+
+Each response is written as soon as it arrives, so a run killed half way loses nothing that was
+answered, and a rerun sends only the requests whose key is missing. Only answers the server
+actually returned are stored (valid or not); transport failures are not, so they are re-sent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One chat completion as the judge sees it."""
+
+    content: str | None
+    finish_reason: str | None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+def request_key(messages: list[dict], model: str, params: dict, schema: dict) -> str:
+    """SHA-256 of everything that determines a response: prompt, model, parameters and schema."""
+    payload = json.dumps({"messages": messages, "model": model, "params": params, "schema": schema},
+                         sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+class ResponseCache:
+    """SQLite store of completions. Safe to open from several processes at once (WAL)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, model TEXT, content TEXT, "
+            "finish_reason TEXT, prompt_tokens INTEGER, completion_tokens INTEGER, created REAL)")
+
+    def get(self, key: str) -> Completion | None:
+        row = self._db.execute("SELECT content, finish_reason, prompt_tokens, completion_tokens FROM responses "
+                               "WHERE key = ?", (key,)).fetchone()
+        return Completion(*row) if row else None
+
+    def put(self, key: str, model: str, completion: Completion) -> None:
+        self._db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?, ?, ?)",
+                         (key, model, completion.content, completion.finish_reason, completion.prompt_tokens,
+                          completion.completion_tokens, time.time()))
+
+    def __len__(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> "ResponseCache":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def default_cache_path() -> Path:
+    """``$QUANTMEDIC_CACHE_DIR/judge-responses.sqlite``, else under ``~/.cache/quantmedic``."""
+    import os
+
+    base = os.environ.get("QUANTMEDIC_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "quantmedic")
+    return Path(base) / "judge-responses.sqlite"

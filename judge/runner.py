@@ -1,0 +1,195 @@
+"""Running judges over attempts: degenerate checks, cache look-ups, bounded concurrency, retries on
+invalid answers, and the majority across judges. Everything returned is also in the cache."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from quantmedic.taxonomy.model import DEGENERATE, Taxonomy
+from quantmedic.taxonomy.records import Attempt, JudgeAnswer, Usage, Verdict, content_id
+
+from .backend import ChatBackend, Endpoint, RequestRejected, TransportFailure
+from .cache import Completion, ResponseCache, request_key
+from .degenerate import detect_degenerate
+from .ensemble import majority
+from .prompt import PROMPT_VERSION, build_messages, feedback_message
+from .schema import judge_output_schema
+from .validate import Invalid, make_validator, validate_answer
+
+
+@dataclass(frozen=True)
+class JudgeSpec:
+    """One judge: a model on an endpoint, asked ``samples`` times per item."""
+
+    endpoint: Endpoint
+    samples: int = 1
+    temperature: float = 0.0
+    max_tokens: int = 512
+    seed: int | None = 0
+
+    @property
+    def label(self) -> str:
+        return self.endpoint.model
+
+    def params(self, sample: int) -> dict:
+        params: dict = {"temperature": self.temperature, "max_tokens": self.max_tokens}
+        if self.seed is not None:
+            params["seed"] = self.seed + sample
+        return params
+
+    def fingerprint(self) -> dict:
+        return {"model": self.endpoint.cache_identity, "samples": self.samples, "temperature": self.temperature,
+                "max_tokens": self.max_tokens, "seed": self.seed}
+
+
+@dataclass(frozen=True)
+class JudgeConfig:
+    """Everything that determines the verdicts: judges, taxonomy, prompt version, retry bound."""
+
+    judges: tuple[JudgeSpec, ...]
+    taxonomy: Taxonomy
+    max_invalid_retries: int = 2
+
+    def fingerprint(self) -> str:
+        return content_id("cfg", {"judges": [j.fingerprint() for j in self.judges], "prompt": PROMPT_VERSION,
+                                  "taxonomy": self.taxonomy.fingerprint(), "retries": self.max_invalid_retries})
+
+    @property
+    def judge_model(self) -> str:
+        return "+".join(dict.fromkeys(j.label for j in self.judges))
+
+
+@dataclass
+class RunStats:
+    """Counters of one run, for the progress bar and the closing summary."""
+
+    items: int = 0
+    done: int = 0
+    degenerate: int = 0
+    unscored: int = 0
+    requests_sent: int = 0
+    cache_hits: int = 0
+    transport_retries: int = 0
+    invalid_answers: int = 0
+    usage_sent: Usage = field(default_factory=Usage)
+    usage_cached: Usage = field(default_factory=Usage)
+
+
+class JudgeRunAborted(RuntimeError):
+    """The endpoint refused in a way no retry can fix (wrong key, model or URL)."""
+
+
+class JudgeRun:
+    """Judge attempts with the judges of ``config``; answers are read from and written to ``cache``."""
+
+    def __init__(self, config: JudgeConfig, cache: ResponseCache, backends: dict[str, ChatBackend], *,
+                 concurrency: int = 16, on_item_done: Callable[[Verdict, RunStats], None] | None = None):
+        self.config = config
+        self.cache = cache
+        self.backends = backends
+        self.schema = judge_output_schema(config.taxonomy)
+        self.validator = make_validator(self.schema)
+        self.fingerprint = config.fingerprint()
+        self.taxonomy_label = f"{config.taxonomy.name}@{config.taxonomy.version}"
+        self.stats = RunStats()
+        self._slots = asyncio.Semaphore(concurrency)
+        self._on_item_done = on_item_done
+
+    async def run(self, attempts: Sequence[Attempt]) -> list[Verdict]:
+        """Verdicts in the order of ``attempts`` (which must have distinct ids)."""
+        self.stats.items = len(attempts)
+        tasks = [asyncio.ensure_future(self._verdict(a)) for a in attempts]
+        try:
+            return list(await asyncio.gather(*tasks))
+        except RequestRejected as error:
+            raise JudgeRunAborted(str(error)) from None
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    async def _verdict(self, attempt: Attempt) -> Verdict:
+        degeneracy = detect_degenerate(attempt)
+        if degeneracy is not None:
+            verdict = Verdict(attempt=attempt, status="ok", first_wrong_step=degeneracy.step, category=DEGENERATE,
+                              subtype=degeneracy.kind, explanation=degeneracy.detail, confidence=1.0,
+                              judge_model="rules", taxonomy=self.taxonomy_label, config=self.fingerprint)
+            self.stats.degenerate += 1
+        else:
+            answers = await asyncio.gather(*(self._answer(attempt, spec, sample)
+                                             for spec in self.config.judges for sample in range(spec.samples)))
+            verdict = self._combine(attempt, answers)
+        self.stats.done += 1
+        if verdict.status == "unscored":
+            self.stats.unscored += 1
+        if self._on_item_done:
+            self._on_item_done(verdict, self.stats)
+        return verdict
+
+    def _combine(self, attempt: Attempt, answers: Sequence[JudgeAnswer]) -> Verdict:
+        common = dict(attempt=attempt, judge_model=self.config.judge_model, judges=tuple(answers),
+                      taxonomy=self.taxonomy_label, config=self.fingerprint)
+        vote = majority(answers)
+        if vote is None:
+            reasons = "; ".join(dict.fromkeys(a.reason or "" for a in answers))
+            return Verdict(status="unscored", reason=reasons,
+                           raw_response=answers[0].raw_response if len(answers) == 1 else None, **common)
+        return Verdict(status="ok", first_wrong_step=vote.first_wrong_step, category=vote.category,
+                       subtype=vote.subtype, explanation=vote.explanation, confidence=vote.confidence,
+                       raw_response=vote.raw_response, agreement=vote.agreement, **common)
+
+    async def _completion(self, spec: JudgeSpec, messages: list[dict], params: dict) -> Completion:
+        identity = spec.endpoint.cache_identity
+        key = request_key(messages, identity, params, self.schema)
+        cached = self.cache.get(key)
+        if cached is not None:
+            self.stats.cache_hits += 1
+            self.stats.usage_cached += Usage(prompt_tokens=cached.prompt_tokens,
+                                             completion_tokens=cached.completion_tokens)
+            return cached
+        async with self._slots:
+            completion = await self.backends[identity].complete(messages, self.schema, params, self._count_retry)
+        self.cache.put(key, identity, completion)
+        self.stats.requests_sent += 1
+        self.stats.usage_sent += Usage(prompt_tokens=completion.prompt_tokens,
+                                       completion_tokens=completion.completion_tokens)
+        return completion
+
+    def _count_retry(self, _reason: str) -> None:
+        self.stats.transport_retries += 1
+
+    async def _answer(self, attempt: Attempt, spec: JudgeSpec, sample: int) -> JudgeAnswer:
+        label = spec.label if spec.samples == 1 else f"{spec.label}#{sample}"
+        common = dict(judge=label, model=spec.endpoint.model, sample=sample)
+        messages = build_messages(self.config.taxonomy, self.schema, attempt)
+        params = spec.params(sample)
+        usage = Usage()
+        raw = None
+        reason = "no answer"
+        for tries in range(1, self.config.max_invalid_retries + 2):
+            try:
+                completion = await self._completion(spec, messages, params)
+            except RequestRejected as error:
+                if error.fatal:
+                    raise
+                return JudgeAnswer(status="unscored", reason=f"rejected: {error}", tries=tries, usage=usage,
+                                   raw_response=raw, **common)
+            except TransportFailure as error:
+                return JudgeAnswer(status="unscored", reason=f"transport: {error}", tries=tries, usage=usage,
+                                   raw_response=raw, **common)
+            usage += Usage(prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens)
+            raw = completion.content
+            parsed = validate_answer(raw, completion.finish_reason, len(attempt.steps), self.config.taxonomy,
+                                     self.validator)
+            if not isinstance(parsed, Invalid):
+                return JudgeAnswer(status="ok", first_wrong_step=parsed.first_wrong_step, category=parsed.category,
+                                   subtype=parsed.subtype, explanation=parsed.explanation,
+                                   confidence=parsed.confidence, raw_response=raw, tries=tries, usage=usage,
+                                   **common)
+            reason = parsed.reason
+            self.stats.invalid_answers += 1
+            messages = [*messages, {"role": "assistant", "content": raw or ""},
+                        {"role": "user", "content": feedback_message(reason)}]
+        return JudgeAnswer(status="unscored", reason=f"invalid: {reason}", tries=self.config.max_invalid_retries + 1,
+                           usage=usage, raw_response=raw, **common)

@@ -1,0 +1,1 @@
+"""quantmedic.medicine (see the open issues for what it will hold)."""

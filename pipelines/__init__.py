@@ -1,0 +1,1 @@
+"""quantmedic.pipelines: benchmarks, generation, grading, training, end-to-end runs and the CLI."""

@@ -1,0 +1,160 @@
+"""The ``quantmedic`` command line."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from quantmedic.judge.backend import Endpoint, api_key_from_env
+from quantmedic.judge.cache import default_cache_path
+from quantmedic.judge.embedded import EmbeddedJudgeUnavailable
+from quantmedic.judge.retry import RetryPolicy
+from quantmedic.judge.runner import JudgeRunAborted
+from quantmedic.taxonomy.errors import InputError
+from quantmedic.taxonomy.model import default_taxonomy_text, load_taxonomy
+from quantmedic.taxonomy.schemas import write_schemas
+
+from .shipped import SHIPPED, resolve_input
+
+app = typer.Typer(
+    name="quantmedic", no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode="rich", add_completion=False,
+    help="Diagnose, verify and treat the step-by-step math reasoning failures of quantized LLMs.")
+_stderr = Console(stderr=True)
+_stdout = Console()
+
+EXIT_ABORTED = 1
+EXIT_BAD_INPUT = 2
+
+_SHIPPED_HELP = ", ".join(f"[bold]{name}[/bold]" for name in SHIPPED)
+
+
+@app.command(epilog=f"Shipped inputs you can name instead of a path: {_SHIPPED_HELP}. "
+                    "Exit codes: 0 done (unscored items are recorded, not fatal), 1 the endpoint refused "
+                    "(wrong URL, key or model), 2 bad input or options.")
+def judge(
+    input: Annotated[str, typer.Argument(
+        help="Attempts to judge: quantmedic JSONL, ProcessBench JSON/JSONL, the GSM8K model-solutions file, "
+             "JSONL with problem + solution text, or a shipped name such as gsm8k-solutions.")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Verdicts JSONL to write (atomically). "
+        "Verdicts already in it that this run does not redo are kept.")] = None,
+    base_url: Annotated[Optional[list[str]], typer.Option("--base-url", envvar="QUANTMEDIC_BASE_URL",
+        help="OpenAI-compatible endpoint, e.g. https://api.openai.com/v1 or http://127.0.0.1:8000/v1. "
+             "Give one for all --model, or one per --model. None: start the embedded SmolLM2 judge.")] = None,
+    model: Annotated[Optional[list[str]], typer.Option("--model", "-m",
+        help="Judge model name; repeat for several judges (the verdict keeps each answer and the majority).")] = None,
+    api_key_env: Annotated[str, typer.Option(help="Environment variable holding the API key (never logged).")]
+        = "OPENAI_API_KEY",
+    samples: Annotated[int, typer.Option(min=1, help="Answers per judge per item (k samples, majority vote); "
+                                                      "use a temperature above 0.")] = 1,
+    temperature: Annotated[float, typer.Option(min=0.0)] = 0.0,
+    max_tokens: Annotated[int, typer.Option(min=16, help="Token limit of one judge answer.")] = 512,
+    seed: Annotated[int, typer.Option(help="Sampling seed (sample i uses seed + i).")] = 0,
+    taxonomy: Annotated[Optional[Path], typer.Option(help="Your own taxonomy YAML/JSON "
+        "(start from `quantmedic taxonomy`). Default: the reference study's.")] = None,
+    input_format: Annotated[str, typer.Option("--format", help="auto, quantmedic, processbench, "
+                                                                "gsm8k-solutions or text.")] = "auto",
+    include_correct: Annotated[bool, typer.Option(help="Also judge attempts graded correct.")] = False,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Judge at most this many items.")] = None,
+    concurrency: Annotated[Optional[int], typer.Option(min=1, help="Requests in flight at once "
+        "(default 16; 2 for the embedded judge, which serves one at a time).")] = None,
+    timeout: Annotated[float, typer.Option(min=1.0, help="Seconds per request.")] = 120.0,
+    max_retries: Annotated[int, typer.Option(min=0, help="Retries per request on 429/5xx/timeouts, with "
+        "exponential backoff and jitter, honouring Retry-After.")] = 6,
+    max_delay: Annotated[float, typer.Option(min=0.0, help="Longest wait between retries, in seconds.")] = 60.0,
+    invalid_retries: Annotated[int, typer.Option(min=0, help="Re-asks after an invalid or truncated answer "
+        "before the item is recorded as unscored.")] = 2,
+    response_format: Annotated[str, typer.Option(help="auto (json_schema, falling back to json_object + "
+        "schema when the server refuses it), json_schema or json_object.")] = "auto",
+    cache: Annotated[Optional[Path], typer.Option(help="SQLite store of answers that makes reruns resume. "
+        f"Default: {default_cache_path()}")] = None,
+    price_input: Annotated[Optional[float], typer.Option(help="USD per million prompt tokens, for the cost.")] = None,
+    price_output: Annotated[Optional[float], typer.Option(help="USD per million completion tokens.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the prompt(s), schema and response format "
+                                                            "of the first item(s); send nothing.")] = False,
+) -> None:
+    """Find the [bold]first wrong step[/bold] of each failed solution and classify its error.
+
+    Every answer is checked against a JSON Schema built from the taxonomy; invalid answers are retried and finally recorded as [italic]unscored[/italic], never dropped. Answers are cached as they arrive, so a rerun (or a run after a crash) only sends what is missing.
+    """
+    from .judging import JudgeJob, dry_run as render_dry_run, run_judge_job
+
+    if response_format not in ("auto", "json_schema", "json_object"):
+        raise typer.BadParameter("choose auto, json_schema or json_object", param_hint="--response-format")
+    models = model or []
+    urls = base_url or []
+    if urls and not models:
+        raise typer.BadParameter("give the judge model served at --base-url", param_hint="--model")
+    if models and not urls:
+        raise typer.BadParameter("give the endpoint that serves --model", param_hint="--base-url")
+    if len(urls) not in (0, 1, len(models)):
+        raise typer.BadParameter("give one --base-url, or one per --model", param_hint="--base-url")
+    key = api_key_from_env(api_key_env)
+    endpoints = tuple(Endpoint(base_url=urls[0] if len(urls) == 1 else urls[i], model=m, api_key=key,
+                               response_format=response_format)  # type: ignore[arg-type]
+                      for i, m in enumerate(models))
+    if out is None and not dry_run:
+        raise typer.BadParameter("say where the verdicts go", param_hint="--out")
+    job = JudgeJob(
+        input=resolve_input(input), out=out, taxonomy=load_taxonomy(taxonomy), endpoints=endpoints,
+        input_format=input_format, samples=samples, temperature=temperature, max_tokens=max_tokens, seed=seed,
+        concurrency=concurrency or (16 if endpoints else 2), timeout=timeout,
+        policy=RetryPolicy(max_retries=max_retries, max_delay=max_delay), invalid_retries=invalid_retries,
+        cache=cache or default_cache_path(), limit=limit, include_correct=include_correct,
+        price_input=price_input, price_output=price_output)
+    if dry_run:
+        render_dry_run(job, _stdout)
+        return
+    run_judge_job(job, _stderr)
+
+
+@app.command("taxonomy")
+def show_taxonomy(
+    check: Annotated[Optional[Path], typer.Option(help="Validate this taxonomy file instead of printing.")] = None,
+) -> None:
+    """Print the default error taxonomy (YAML) to copy and edit, or --check your own."""
+    if check is not None:
+        taxonomy = load_taxonomy(check)
+        _stdout.print(f"{check}: ok ({len(taxonomy.categories)} categories, {len(taxonomy.subtype_ids)} subtypes)")
+        return
+    sys.stdout.write(default_taxonomy_text())
+
+
+@app.command()
+def schema(folder: Annotated[Path, typer.Argument(help="Folder to write the schemas into.")]) -> None:
+    """Write the JSON Schemas of the Problem, Attempt and Verdict records."""
+    for path in write_schemas(folder):
+        _stdout.print(f"wrote {path}")
+
+
+@app.command()
+def data() -> None:
+    """List the real public data shipped with quantmedic."""
+    from .shipped import shipped_path
+
+    for name, (_, description) in SHIPPED.items():
+        _stdout.print(f"[bold]{name}[/bold]  {description}\n    {shipped_path(name)}")
+
+
+def main() -> None:
+    """Console-script entry point: clear one-line errors and documented exit codes."""
+    try:
+        app()  # standalone: usage errors print themselves and exit 2
+    except (InputError, EmbeddedJudgeUnavailable) as error:
+        _stderr.print(f"[red]error:[/red] {escape(str(error))}", highlight=False)
+        sys.exit(EXIT_BAD_INPUT)
+    except JudgeRunAborted as error:
+        _stderr.print(f"[red]error:[/red] the judge endpoint refused the request ({escape(str(error))}); check "
+                      "--base-url, --model and the API key variable", highlight=False)
+        sys.exit(EXIT_ABORTED)
+    except KeyboardInterrupt:
+        _stderr.print("interrupted: answers received so far are cached; rerun the same command to resume")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+"""The batch judging job behind ``quantmedic judge``: read attempts, judge them resumably, write
+verdicts atomically, and report progress and totals."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TaskProgressColumn, TextColumn, \
+    TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
+
+from quantmedic.judge.adapters import load_attempts
+from quantmedic.judge.backend import ChatBackend, Endpoint, response_format_for
+from quantmedic.judge.cache import ResponseCache
+from quantmedic.judge.embedded import embedded_judge
+from quantmedic.judge.prompt import build_messages
+from quantmedic.judge.retry import RetryPolicy
+from quantmedic.judge.runner import JudgeConfig, JudgeRun, JudgeSpec, RunStats
+from quantmedic.judge.schema import judge_output_schema
+from quantmedic.taxonomy.errors import InputError
+from quantmedic.taxonomy.jsonl import read_records, write_records
+from quantmedic.taxonomy.model import Taxonomy
+from quantmedic.taxonomy.records import Attempt, Verdict
+
+
+@dataclass(frozen=True)
+class JudgeJob:
+    """One ``quantmedic judge`` invocation, as plain settings."""
+
+    input: Path
+    out: Path | None
+    taxonomy: Taxonomy
+    endpoints: tuple[Endpoint, ...]  # empty: start the embedded judge
+    input_format: str = "auto"
+    samples: int = 1
+    temperature: float = 0.0
+    max_tokens: int = 512
+    seed: int | None = 0
+    concurrency: int = 16
+    timeout: float = 120.0
+    policy: RetryPolicy = RetryPolicy()
+    invalid_retries: int = 2
+    cache: Path | None = None
+    limit: int | None = None
+    include_correct: bool = False
+    price_input: float | None = None
+    price_output: float | None = None
+
+
+def select_attempts(attempts: list[Attempt], include_correct: bool, limit: int | None) -> tuple[list[Attempt], dict]:
+    """Failed (or ungraded) attempts unless ``include_correct``, deduplicated by id, first ``limit``."""
+    seen: set[str] = set()
+    chosen: list[Attempt] = []
+    skipped = Counter()
+    for attempt in attempts:
+        if attempt.id in seen:
+            skipped["duplicate"] += 1
+        elif attempt.correct is True and not include_correct:
+            skipped["correct"] += 1
+        else:
+            seen.add(attempt.id)
+            chosen.append(attempt)
+    if limit is not None and len(chosen) > limit:
+        skipped["over --limit"] += len(chosen) - limit
+        chosen = chosen[:limit]
+    return chosen, dict(skipped)
+
+
+def existing_verdicts(out: Path) -> list[Verdict]:
+    """Verdicts already in ``out`` (kept unless re-judged); refuses to clobber a file of another kind."""
+    if not out.exists():
+        return []
+    try:
+        return read_records(out, Verdict)
+    except InputError as error:
+        raise InputError(out, f"exists and is not a verdicts file ({error}); choose another --out") from None
+
+
+class _RateColumn(ProgressColumn):
+    def render(self, task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:.2f} items/s" if speed else "- items/s", style="progress.data.speed")
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(TextColumn("[bold]judging"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+                    _RateColumn(), TimeRemainingColumn(), TextColumn("retries {task.fields[retries]}"),
+                    TextColumn("unscored {task.fields[unscored]}"), console=console, transient=False)
+
+
+def summary_table(verdicts: list[Verdict], stats: RunStats, job: JudgeJob) -> Table:
+    table = Table(title="Judging summary", show_header=True)
+    table.add_column("")
+    table.add_column("count", justify="right")
+    by_category = Counter(v.category if v.status == "ok" else "unscored" for v in verdicts)
+    for category, count in sorted(by_category.items(), key=lambda kv: (-kv[1], str(kv[0]))):
+        table.add_row(str(category), str(count))
+    table.add_section()
+    table.add_row("verdicts", str(len(verdicts)))
+    table.add_row("requests sent / from cache", f"{stats.requests_sent} / {stats.cache_hits}")
+    table.add_row("transport retries / invalid answers", f"{stats.transport_retries} / {stats.invalid_answers}")
+    table.add_row("tokens in / out (sent)", f"{stats.usage_sent.prompt_tokens} / {stats.usage_sent.completion_tokens}")
+    table.add_row("tokens in / out (cached)",
+                  f"{stats.usage_cached.prompt_tokens} / {stats.usage_cached.completion_tokens}")
+    cost = run_cost(stats, job)
+    if cost is not None:
+        table.add_row("cost of this run (USD)", f"{cost:.4f}")
+    return table
+
+
+def run_cost(stats: RunStats, job: JudgeJob) -> float | None:
+    """USD spent on sent tokens, with prices per million tokens; None without prices."""
+    if job.price_input is None and job.price_output is None:
+        return None
+    return (stats.usage_sent.prompt_tokens * (job.price_input or 0)
+            + stats.usage_sent.completion_tokens * (job.price_output or 0)) / 1e6
+
+
+def dry_run(job: JudgeJob, console: Console) -> int:
+    """Render the prompts and the schema of the selected items; send nothing."""
+    attempts, _ = select_attempts(load_attempts(job.input, job.input_format), job.include_correct, job.limit or 1)
+    schema = judge_output_schema(job.taxonomy)
+    mode = job.endpoints[0].response_format if job.endpoints else "json_object"  # the embedded llama.cpp
+    console.print_json(json.dumps({"response_format": response_format_for(mode, schema)}))
+    for attempt in attempts:
+        console.rule(f"attempt {attempt.id} ({len(attempt.steps)} steps)")
+        for message in build_messages(job.taxonomy, schema, attempt):
+            console.print(f"[bold]{message['role']}[/bold]")
+            console.print(message["content"], markup=False, highlight=False)
+    return 0
+
+
+async def _judge(job: JudgeJob, attempts: list[Attempt], endpoints: tuple[Endpoint, ...], cache: ResponseCache,
+                 console: Console) -> tuple[list[Verdict], RunStats]:
+    specs = tuple(JudgeSpec(e, samples=job.samples, temperature=job.temperature, max_tokens=job.max_tokens,
+                            seed=job.seed) for e in endpoints)
+    backends = {e.cache_identity: ChatBackend(e, timeout=job.timeout, policy=job.policy) for e in endpoints}
+    config = JudgeConfig(specs, job.taxonomy, max_invalid_retries=job.invalid_retries)
+    with _progress(console) as progress:
+        task = progress.add_task("judging", total=len(attempts), retries=0, unscored=0)
+
+        def advance(_verdict: Verdict, stats: RunStats) -> None:
+            progress.update(task, completed=stats.done, retries=stats.transport_retries + stats.invalid_answers,
+                            unscored=stats.unscored)
+
+        run = JudgeRun(config, cache, backends, concurrency=job.concurrency, on_item_done=advance)
+        try:
+            verdicts = await run.run(attempts)
+        finally:
+            for backend in backends.values():
+                await backend.close()
+    return verdicts, run.stats
+
+
+def run_judge_job(job: JudgeJob, console: Console) -> tuple[list[Verdict], RunStats]:
+    """Judge, merge with verdicts already in ``job.out``, write atomically; return what was judged."""
+    assert job.out is not None
+    attempts, skipped = select_attempts(load_attempts(job.input, job.input_format), job.include_correct, job.limit)
+    earlier = existing_verdicts(job.out)
+    if skipped:
+        console.print("skipped: " + ", ".join(f"{n} {why}" for why, n in skipped.items()))
+    if not attempts:
+        console.print("[yellow]nothing to judge[/yellow] (every attempt is correct; use --include-correct)")
+    with ExitStack() as stack:
+        endpoints = job.endpoints
+        if not endpoints:
+            console.print("starting the embedded judge (llama.cpp + SmolLM2-135M-Instruct, a weak judge: "
+                          "use --base-url/--model for real diagnoses)")
+            endpoints = (stack.enter_context(embedded_judge()),)
+        cache = stack.enter_context(ResponseCache(job.cache))
+        verdicts, stats = asyncio.run(_judge(job, attempts, endpoints, cache, console))
+    new_ids = {v.id for v in verdicts}
+    kept = [v for v in earlier if v.id not in new_ids]
+    write_records(job.out, [*kept, *verdicts])
+    if kept:
+        console.print(f"kept {len(kept)} earlier verdicts from {job.out}")
+    console.print(summary_table(verdicts, stats, job))
+    console.print(f"wrote {len(kept) + len(verdicts)} verdicts to {job.out}")
+    return verdicts, stats

@@ -1,0 +1,149 @@
+"""The error taxonomy as typed data: categories with subtypes, loaded from YAML or JSON."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import InputError, pydantic_error_field
+
+NO_ERROR = "none"
+"""Category and subtype id a judge gives when it finds no wrong step."""
+DEGENERATE = "degenerate"
+"""Category id for outputs that fail deterministic checks (loops, cut-off, no final answer)."""
+RESERVED_IDS = frozenset({NO_ERROR, DEGENERATE})
+
+_ID = r"^[a-z][a-z0-9_]*$"
+
+
+class Subtype(BaseModel):
+    """One fine-grained error type inside a category."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    id: str = Field(pattern=_ID)
+    name: str = Field(min_length=1)
+    definition: str = Field(min_length=1)
+    example: str = Field(min_length=1)
+
+
+class Category(BaseModel):
+    """A top-level error category and its subtypes."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    id: str = Field(pattern=_ID)
+    name: str = Field(min_length=1)
+    definition: str = Field(min_length=1)
+    example: str = Field(min_length=1)
+    subtypes: tuple[Subtype, ...] = Field(min_length=1)
+
+
+class Taxonomy(BaseModel):
+    """An error taxonomy: the vocabulary judges classify with and annotators check against."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    name: str = Field(min_length=1)
+    version: int | str = 1
+    categories: tuple[Category, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _ids_unique_and_unreserved(self) -> "Taxonomy":
+        seen: set[str] = set()
+        for category in self.categories:
+            for ident in (category.id, *(s.id for s in category.subtypes)):
+                if ident in RESERVED_IDS:
+                    raise ValueError(f'id "{ident}" is reserved by quantmedic')
+                if ident in seen:
+                    raise ValueError(f'id "{ident}" is used twice; ids must be unique')
+                seen.add(ident)
+        return self
+
+    @property
+    def category_ids(self) -> tuple[str, ...]:
+        return tuple(c.id for c in self.categories)
+
+    @property
+    def subtype_ids(self) -> tuple[str, ...]:
+        return tuple(s.id for c in self.categories for s in c.subtypes)
+
+    def category(self, category_id: str) -> Category:
+        for category in self.categories:
+            if category.id == category_id:
+                return category
+        raise KeyError(category_id)
+
+    def parent_of(self, subtype_id: str) -> str:
+        """The category id a subtype belongs to."""
+        for category in self.categories:
+            if any(s.id == subtype_id for s in category.subtypes):
+                return category.id
+        raise KeyError(subtype_id)
+
+    def fingerprint(self) -> str:
+        """Canonical JSON of the taxonomy, for cache keys."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+
+def _error_line(text: str, field_path: str) -> int | None:
+    """1-based line of the YAML node at a dotted field path (or of its deepest existing parent)."""
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return None
+    line = None
+    for part in field_path.split("."):
+        if node is None:
+            break
+        line = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            node = next((value for key, value in node.value if key.value == part), None)
+        elif isinstance(node, yaml.SequenceNode) and part.isdigit() and int(part) < len(node.value):
+            node = node.value[int(part)]
+        else:
+            node = None
+    return node.start_mark.line + 1 if node is not None else line
+
+
+def parse_taxonomy(text: str, path: str | Path = "<taxonomy>") -> Taxonomy:
+    """Parse and validate taxonomy text (YAML or JSON), raising :class:`InputError` when it is bad."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise InputError(path, f"not valid YAML/JSON: {getattr(exc, 'problem', exc)}",
+                         line=mark.line + 1 if mark else None) from None
+    if not isinstance(data, dict):
+        raise InputError(path, "a taxonomy must be a mapping with name, version and categories")
+    try:
+        return Taxonomy.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = pydantic_error_field(first)
+        raise InputError(path, first["msg"], line=_error_line(text, field) if field != "<record>" else None,
+                         field=field) from None
+
+
+def load_taxonomy(path: str | Path | None = None) -> Taxonomy:
+    """Load a taxonomy file, or the default one when ``path`` is None."""
+    if path is None:
+        return default_taxonomy()
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(path, f"cannot read taxonomy: {exc.strerror}") from None
+    return parse_taxonomy(text, path)
+
+
+def default_taxonomy_text() -> str:
+    return resources.files("quantmedic.taxonomy").joinpath("default.yaml").read_text(encoding="utf-8")
+
+
+@cache
+def default_taxonomy() -> Taxonomy:
+    """The reference study's taxonomy, shipped as ``default.yaml``."""
+    return parse_taxonomy(default_taxonomy_text(), "default.yaml")

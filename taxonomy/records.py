@@ -1,0 +1,177 @@
+"""The records every stage shares: problems, attempts (solutions split into steps) and verdicts.
+
+Ids are content-derived (a short SHA-256 of canonical JSON), so the same content always gets the
+same id on every machine and a rerun can recognise what it has already done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+def content_id(prefix: str, payload: Any, length: int = 16) -> str:
+    """A stable id for ``payload``: ``prefix`` + the first ``length`` hex digits of its SHA-256.
+
+    >>> content_id("p", {"text": "1+1?"})
+    'p-ff6776698e2a0743'
+    """
+    canonical = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return f"{prefix}-{hashlib.sha256(canonical.encode('utf-8')).hexdigest()[:length]}"
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Problem(_Record):
+    """A math problem, with its reference answer and solution when known."""
+
+    id: str = ""
+    text: str = Field(min_length=1, description="The problem statement.")
+    reference_answer: str | None = Field(None, description="The known final answer, if any.")
+    reference_solution: str | None = Field(None, description="A known worked solution, if any.")
+    source: str | None = Field(None, description="Benchmark or file the problem comes from, e.g. 'gsm8k'.")
+    source_id: str | None = Field(None, description="The problem's id in its source, e.g. 'test/algebra/1.json'.")
+    subject: str | None = None
+    level: int | str | None = None
+
+    @model_validator(mode="after")
+    def _derive_id(self) -> "Problem":
+        if not self.id:
+            object.__setattr__(self, "id", content_id("p", {"text": self.text, "source": self.source}))
+        return self
+
+
+class Quantization(_Record):
+    """How a model's weights (and optionally activations / KV cache) were quantized."""
+
+    method: str = Field(description="e.g. 'awq', 'gptq', 'w8a8', 'none'.")
+    bits: int | None = None
+    group_size: int | None = None
+    tool: str | None = Field(None, description="e.g. 'llm-compressor 0.14', 'gptqmodel 7.6'.")
+    format: str | None = Field(None, description="Checkpoint format, e.g. 'compressed-tensors'.")
+    kv_cache_dtype: str | None = None
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+class Sampling(_Record):
+    """The sampling settings an attempt was generated with."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    seed: int | None = None
+    sample_index: int = 0
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+class Attempt(_Record):
+    """One model's step-by-step solution to a problem, with its provenance and correctness."""
+
+    id: str = ""
+    problem: Problem
+    steps: tuple[str, ...] = Field(min_length=1, description="The solution, one entry per step.")
+    final_answer: str | None = Field(None, description="The answer the solution ends with, if extracted.")
+    correct: bool | None = Field(None, description="Whether the final answer is right; None if ungraded.")
+    model: str = Field("unknown", description="The model that wrote the solution.")
+    quantization: Quantization | None = None
+    sampling: Sampling = Field(default_factory=Sampling)
+    finish_reason: str | None = Field(None, description="'stop', or 'length' when cut at the token limit.")
+    label: int | None = Field(None, ge=-1, description="Human label of the first wrong step (-1: none), if known.")
+    source: str | None = Field(None, description="Where the attempt was read from.")
+
+    @field_validator("steps")
+    @classmethod
+    def _steps_not_blank(cls, steps: tuple[str, ...]) -> tuple[str, ...]:
+        for i, step in enumerate(steps):
+            if not step.strip():
+                raise ValueError(f"step {i} is empty")
+        return steps
+
+    @model_validator(mode="after")
+    def _derive_id(self) -> "Attempt":
+        if not self.id:
+            payload = {
+                "problem": self.problem.id,
+                "steps": list(self.steps),
+                "model": self.model,
+                "quantization": self.quantization.model_dump(mode="json") if self.quantization else None,
+                "sample": self.sampling.sample_index,
+            }
+            object.__setattr__(self, "id", content_id("a", payload))
+        return self
+
+    @property
+    def solution_text(self) -> str:
+        return "\n".join(self.steps)
+
+
+Status = Literal["ok", "unscored"]
+
+
+class Usage(_Record):
+    """Tokens spent on one or more calls."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def __add__(self, other: "Usage") -> "Usage":
+        return Usage(prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+                     completion_tokens=self.completion_tokens + other.completion_tokens)
+
+
+class JudgeAnswer(_Record):
+    """What one judge (one model, one sample) said about one attempt."""
+
+    judge: str = Field(description="The judge's label (its model name, or model#sample).")
+    model: str
+    sample: int = 0
+    status: Status
+    reason: str | None = Field(None, description="Why the answer is unscored.")
+    first_wrong_step: int | None = None
+    category: str | None = None
+    subtype: str | None = None
+    explanation: str | None = None
+    confidence: float | None = None
+    raw_response: str | None = None
+    tries: int = Field(1, description="Requests sent for this answer, retries included.")
+    usage: Usage = Field(default_factory=Usage)
+
+
+class Verdict(_Record):
+    """The diagnosis of one failed attempt: where it first goes wrong and what kind of error it is.
+
+    ``first_wrong_step`` is a 0-based index into ``attempt.steps``, or -1 when no step is wrong.
+    With several judges the top-level fields hold the majority and ``judges`` keeps every answer.
+    An ``unscored`` verdict (no valid answer) never counts as a diagnosis: its fields are None.
+    """
+
+    id: str = ""
+    attempt: Attempt
+    status: Status
+    reason: str | None = None
+    first_wrong_step: int | None = Field(None, ge=-1)
+    category: str | None = None
+    subtype: str | None = None
+    explanation: str | None = None
+    confidence: float | None = Field(None, ge=0, le=1)
+    judge_model: str = Field(description="The judge model, 'a+b' for an ensemble, 'rules' for degenerate output.")
+    raw_response: str | None = None
+    judges: tuple[JudgeAnswer, ...] = ()
+    agreement: float | None = Field(None, description="Share of scored judges that agree with the majority.")
+    taxonomy: str = Field(description="The taxonomy used, 'name@version'.")
+    config: str = Field("", description="Fingerprint of the judging configuration.")
+
+    @model_validator(mode="after")
+    def _derive_id(self) -> "Verdict":
+        if not self.id:
+            object.__setattr__(self, "id", content_id("v", {"attempt": self.attempt.id, "config": self.config}))
+        return self
+
+    @property
+    def is_diagnosis(self) -> bool:
+        return self.status == "ok"

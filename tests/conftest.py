@@ -1,0 +1,74 @@
+"""Shared fixtures. Servers run for real on 127.0.0.1; the fault server is the only fake, and it
+exists to inject faults (429, 5xx, hangs, broken JSON) that real servers do not produce on demand.
+
+Tests that need a real LLM server or a fresh virtual environment are marked ``slow``. They skip
+when their server cannot be started here, unless QUANTMEDIC_REQUIRE_SERVERS=1 (set by .ci/run),
+in which case a missing server is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from quantmedic.judge.cache import ResponseCache
+from quantmedic.judge.embedded import EmbeddedJudgeUnavailable, embedded_judge
+from quantmedic.pipelines.shipped import shipped_path
+
+from .support.servers import fault_server
+
+REQUIRE_SERVERS = os.environ.get("QUANTMEDIC_REQUIRE_SERVERS") == "1"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def unavailable(reason: str):
+    if REQUIRE_SERVERS:
+        pytest.fail(f"required test server unavailable: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    """No test reads or writes the user's answer cache."""
+    monkeypatch.setenv("QUANTMEDIC_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="session")
+def fault():
+    with fault_server() as server:
+        yield server
+
+
+@pytest.fixture
+def faults(fault):
+    """The shared fault server with an empty fault script and request log."""
+    fault.script([])
+    return fault
+
+
+@pytest.fixture
+def cache(tmp_path):
+    with ResponseCache(tmp_path / "answers.sqlite") as store:
+        yield store
+
+
+@pytest.fixture(scope="session")
+def llama_endpoint():
+    """The real embedded judge: llama.cpp's server with SmolLM2-135M-Instruct."""
+    try:
+        with embedded_judge() as endpoint:
+            yield endpoint
+    except EmbeddedJudgeUnavailable as error:
+        unavailable(str(error))
+
+
+@pytest.fixture(scope="session")
+def gsm8k_solutions() -> Path:
+    return shipped_path("gsm8k-solutions")
+
+
+@pytest.fixture(scope="session")
+def processbench() -> Path:
+    return shipped_path("processbench-gsm8k")
