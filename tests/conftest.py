@@ -2,8 +2,8 @@
 exists to inject faults (429, 5xx, hangs, broken JSON) that real servers do not produce on demand.
 
 Tests that need a real LLM server or a fresh virtual environment are marked ``slow``. They skip
-when their server cannot be started here, unless QUANTMEDIC_REQUIRE_SERVERS=1 (set by .ci/run),
-in which case a missing server is a failure.
+when their server cannot be started here, unless QUANTMEDIC_REQUIRE_SERVERS=1 or CI=true (as in
+.ci/run), in which case a missing server is a failure.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from quantmedic.pipelines.shipped import shipped_path
 
 from .support.servers import fault_server
 
-REQUIRE_SERVERS = os.environ.get("QUANTMEDIC_REQUIRE_SERVERS") == "1"
+REQUIRE_SERVERS = os.environ.get("QUANTMEDIC_REQUIRE_SERVERS") == "1" or os.environ.get("CI") == "true"
 REPO = Path(__file__).resolve().parents[1]
 
 
