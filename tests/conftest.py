@@ -65,6 +65,25 @@ def llama_endpoint():
 
 
 @pytest.fixture(scope="session")
+def vllm_endpoint():
+    """A real vLLM server (CPU build, own venv) serving an HF-format copy of SmolLM2-135M-Instruct."""
+    from quantmedic.judge.backend import Endpoint
+    from quantmedic.judge.embedded import find_gguf
+
+    from .support.vllm_server import VLLMServerError, ensure_hf_model, vllm_server
+
+    python = Path(os.environ.get("QUANTMEDIC_VLLM_PYTHON", REPO / ".venv-vllm" / "bin" / "python"))
+    if not python.exists():
+        unavailable(f"no vLLM environment at {python} (scripts/setup-test-env.sh makes it)")
+    try:
+        model_dir = ensure_hf_model(str(python), str(find_gguf()), str(REPO / ".cache" / "smollm2-hf"))
+        with vllm_server(str(python), model_dir) as base_url:
+            yield Endpoint(base_url=base_url, model="local", identity=f"vllm-test|{base_url}")
+    except (VLLMServerError, EmbeddedJudgeUnavailable) as error:
+        unavailable(f"vLLM server: {error}")
+
+
+@pytest.fixture(scope="session")
 def gsm8k_solutions() -> Path:
     return shipped_path("gsm8k-solutions")
 

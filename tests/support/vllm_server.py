@@ -101,16 +101,27 @@ def vllm_server(
     timeout: float = 400,
     *,
     log_path: str | os.PathLike | None = None,
+    fast_start: bool = True,
     extra_args: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
 ) -> Iterator[str]:
     """Run ``vllm.entrypoints.openai.api_server`` and yield its base URL (``.../v1``).
 
-    ``timeout`` bounds the start-up (about 2 minutes on 2 CPU cores). The server's output goes to
-    ``log_path`` (a temporary file by default, kept so it can be read after a failure).
+    ``timeout`` bounds the start-up. The server's output goes to ``log_path`` (a temporary file
+    by default, kept so it can be read after a failure).
+
+    ``fast_start`` adds ``--enforce-eager --distributed-executor-backend uni`` and
+    ``VLLM_ENABLE_V1_MULTIPROCESSING=0``: no torch.compile (vLLM 0.32's compile cache fails to
+    reload on CPU, "'function' object has no attribute 'finalize_loading'", so every start
+    recompiles for ~75 s) and the model runs inside the EngineCore process (no separate worker).
+    Measured on 2 cores: ready in ~30-35 s instead of ~140 s, ~2.9 GiB instead of ~3.7 GiB RSS,
+    for ~20% slower decoding (~2.4 s instead of ~2.0 s a judge call).
     """
     port = port or free_port()
     base_url = f"http://127.0.0.1:{port}/v1"
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        if probe.connect_ex(("127.0.0.1", port)) == 0:
+            raise VLLMServerError(f"port {port} is already in use")
     if log_path is None:
         fd, log_name = tempfile.mkstemp(prefix=f"vllm-server-{port}-", suffix=".log")
         os.close(fd)
@@ -126,9 +137,11 @@ def vllm_server(
         "--served-model-name", SERVED_MODEL_NAME,
         "--host", "127.0.0.1",
         "--port", str(port),
+        *(["--enforce-eager", "--distributed-executor-backend", "uni"] if fast_start else []),
         *extra_args,
     ]
-    full_env = {**os.environ, **SERVER_ENV, **(env or {})}
+    fast_env = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"} if fast_start else {}
+    full_env = {**os.environ, **SERVER_ENV, **fast_env, **(env or {})}
 
     with open(log, "ab") as log_fh:
         proc = subprocess.Popen(
