@@ -105,7 +105,7 @@ def request_fields(attempts):
             for a in attempts]
 
 
-async def run_quantmedic(base_url: str, attempts, concurrency: int) -> dict:
+async def run_quantmedic(base_url: str, attempts, concurrency: int, transport: str = "sdk") -> dict:
     from quantmedic.judge.backend import ChatBackend, Endpoint
     from quantmedic.judge.cache import ResponseCache
     from quantmedic.judge.runner import JudgeConfig, JudgeRun, JudgeSpec
@@ -114,7 +114,7 @@ async def run_quantmedic(base_url: str, attempts, concurrency: int) -> dict:
     endpoint = Endpoint(base_url, MODEL)
     with tempfile.TemporaryDirectory() as tmp:
         cache = ResponseCache(Path(tmp) / "cache.sqlite")
-        backend = ChatBackend(endpoint)
+        backend = ChatBackend(endpoint, transport=transport)
         run = JudgeRun(JudgeConfig((JudgeSpec(endpoint),), default_taxonomy()), cache,
                        {endpoint.cache_identity: backend}, concurrency=concurrency)
         try:
@@ -146,6 +146,28 @@ async def run_openai(base_url: str, requests: list[dict], concurrency: int) -> d
     return {"ok": sum(results)}
 
 
+async def run_openai_post(base_url: str, requests: list[dict], concurrency: int) -> dict:
+    """The floor of the SDK path quantmedic takes: ``client.post`` over the aiohttp transport, the
+    body read as JSON, nothing else (no prompt building, validation or cache)."""
+    import openai
+
+    client = openai.AsyncOpenAI(base_url=base_url, api_key="not-needed", max_retries=0,
+                                http_client=openai.DefaultAioHttpClient())
+    slots = asyncio.Semaphore(concurrency)
+
+    async def one(fields: dict) -> bool:
+        async with slots:
+            body = await client.post("/chat/completions", body=fields, cast_to=bytes,
+                                     options={"security": {"bearer_auth": True}})
+        return bool(json.loads(body)["choices"][0]["message"]["content"])
+
+    try:
+        results = await asyncio.gather(*(one(r) for r in requests))
+    finally:
+        await client.close()
+    return {"ok": sum(results)}
+
+
 async def run_aiohttp(base_url: str, requests: list[dict], concurrency: int) -> dict:
     import aiohttp
 
@@ -165,7 +187,8 @@ async def run_aiohttp(base_url: str, requests: list[dict], concurrency: int) -> 
     return {"ok": sum(results)}
 
 
-VARIANTS = ("quantmedic", "openai_httpx", "aiohttp")
+VARIANTS = ("quantmedic", "quantmedic_aiohttp", "openai_httpx", "aiohttp")
+EXTRA_VARIANTS = ("openai_post",)  # measured only when named in --variants
 
 
 def measure(variant: str, base_url: str, attempts, requests, concurrency: int) -> dict:
@@ -173,8 +196,12 @@ def measure(variant: str, base_url: str, attempts, requests, concurrency: int) -
     wall0, cpu0 = time.perf_counter(), time.process_time()
     if variant == "quantmedic":
         extra = asyncio.run(run_quantmedic(base_url, attempts, concurrency))
+    elif variant == "quantmedic_aiohttp":
+        extra = asyncio.run(run_quantmedic(base_url, attempts, concurrency, transport="aiohttp"))
     elif variant == "openai_httpx":
         extra = asyncio.run(run_openai(base_url, requests, concurrency))
+    elif variant == "openai_post":
+        extra = asyncio.run(run_openai_post(base_url, requests, concurrency))
     else:
         extra = asyncio.run(run_aiohttp(base_url, requests, concurrency))
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
@@ -190,11 +217,12 @@ def main() -> None:
     parser.add_argument("--slots", type=int, default=64, help="requests the server serves at once")
     parser.add_argument("--repeat", type=int, default=1, help="runs per variant; the median is reported")
     parser.add_argument("--warmup", type=int, default=128, help="items per variant run once before timing")
-    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {VARIANTS}")
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help=f"comma-separated, from {VARIANTS + EXTRA_VARIANTS}")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    unknown = set(variants) - set(VARIANTS)
+    unknown = set(variants) - set(VARIANTS + EXTRA_VARIANTS)
     if unknown:
         parser.error(f"unknown variants: {', '.join(sorted(unknown))}")
 
@@ -203,6 +231,7 @@ def main() -> None:
     requests = request_fields(attempts)
     warm_attempts = load_items(args.warmup, offset=args.items) if args.warmup else []
     warm_requests = request_fields(warm_attempts)
+    load_before = os.getloadavg()
     proc, base_url = start_server(args.latency, args.slots)
     runs: dict[str, list[dict]] = {v: [] for v in variants}
     try:
@@ -224,15 +253,16 @@ def main() -> None:
                             "runs": measured}
     report = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+                    "load_average_before": load_before, "load_average_after": os.getloadavg()},
         "items": args.items, "concurrency": args.concurrency, "latency_s": args.latency, "slots": args.slots,
         "repeat": args.repeat, "ceiling_items_per_s": ceiling, "results": results,
     }
     print(f"{args.items} items, concurrency {args.concurrency}, server latency {args.latency * 1000:g} ms, "
           f"{args.slots} slots: ceiling {ceiling:.0f} items/s; {os.cpu_count()} CPUs; median of {args.repeat}")
-    print(f"{'variant':<14}{'items/s':>9}{'ceiling':>9}{'CPU ms/item':>13}{'ok':>7}")
+    print(f"{'variant':<20}{'items/s':>9}{'ceiling':>9}{'CPU ms/item':>13}{'ok':>7}")
     for variant, r in results.items():
-        print(f"{variant:<14}{r['items_per_s']:>9.1f}{r['ceiling_share']:>8.1%}{r['cpu_ms_per_item']:>13.2f}"
+        print(f"{variant:<20}{r['items_per_s']:>9.1f}{r['ceiling_share']:>8.1%}{r['cpu_ms_per_item']:>13.2f}"
               f"{r['runs'][-1]['ok']:>7}")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

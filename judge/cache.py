@@ -25,10 +25,20 @@ class Completion:
     completion_tokens: int = 0
 
 
-def request_key(messages: list[dict], model: str, params: dict, schema: dict) -> str:
-    """SHA-256 of everything that determines a response: prompt, model, parameters and schema."""
-    payload = json.dumps({"messages": messages, "model": model, "params": params, "schema": schema},
-                         sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+def schema_digest(schema: dict) -> str:
+    """SHA-256 of a schema's canonical JSON (computed once per run, then part of every key)."""
+    return hashlib.sha256(json.dumps(schema, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
+
+
+def request_key(messages: list[dict], model: str, params: dict, schema_sha: str) -> str:
+    """SHA-256 of everything that determines a response: prompt, model, parameters and schema digest.
+
+    Each message enters as its role and the SHA-256 of its content (hashing the long, shared system
+    message is cheaper than JSON-encoding it for every request).
+    """
+    prompt = [(m["role"], hashlib.sha256(m["content"].encode("utf-8")).hexdigest()) for m in messages]
+    payload = json.dumps({"messages": prompt, "model": model, "params": params, "schema": schema_sha},
+                         sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 

@@ -81,9 +81,14 @@ def user_message(attempt: Attempt) -> str:
                         steps_fence=fence_for(numbered), steps=numbered)
 
 
-def build_messages(taxonomy: Taxonomy, schema: dict, attempt: Attempt) -> list[dict[str, str]]:
-    """The chat messages that ask a judge about ``attempt``."""
-    return [{"role": "system", "content": system_message(taxonomy, schema)},
+def build_messages(taxonomy: Taxonomy, schema: dict, attempt: Attempt, *,
+                   system: str | None = None) -> list[dict[str, str]]:
+    """The chat messages that ask a judge about ``attempt``.
+
+    ``system`` is ``system_message(taxonomy, schema)`` when the caller already has it (it is the same
+    for every item of a run), so that it is not rebuilt for each one.
+    """
+    return [{"role": "system", "content": system_message(taxonomy, schema) if system is None else system},
             {"role": "user", "content": user_message(attempt)}]
 
 

@@ -11,10 +11,10 @@ from quantmedic.taxonomy.model import DEGENERATE, Taxonomy
 from quantmedic.taxonomy.records import Attempt, JudgeAnswer, Usage, Verdict, content_id
 
 from .backend import ChatBackend, Endpoint, RequestRejected, TransportFailure
-from .cache import Completion, ResponseCache, request_key
+from .cache import Completion, ResponseCache, request_key, schema_digest
 from .degenerate import detect_degenerate
 from .ensemble import majority
-from .prompt import PROMPT_VERSION, build_messages, feedback_message
+from .prompt import PROMPT_VERSION, build_messages, feedback_message, system_message
 from .schema import judge_output_schema
 from .validate import Invalid, make_validator, validate_answer
 
@@ -91,6 +91,9 @@ class JudgeRun:
         self.backends = backends
         self.schema = judge_output_schema(config.taxonomy)
         self.validator = make_validator(self.schema)
+        self._system = system_message(config.taxonomy, self.schema)  # the same for every item: built once
+        self._schema_sha = schema_digest(self.schema)
+        self._asks = [(spec, sample) for spec in config.judges for sample in range(spec.samples)]
         self.fingerprint = config.fingerprint()
         self.taxonomy_label = f"{config.taxonomy.name}@{config.taxonomy.version}"
         self.stats = RunStats()
@@ -117,8 +120,7 @@ class JudgeRun:
                               judge_model="rules", taxonomy=self.taxonomy_label, config=self.fingerprint)
             self.stats.degenerate += 1
         else:
-            answers = await asyncio.gather(*(self._answer(attempt, spec, sample)
-                                             for spec in self.config.judges for sample in range(spec.samples)))
+            answers = await asyncio.gather(*(self._answer(attempt, spec, sample) for spec, sample in self._asks))
             verdict = self._combine(attempt, answers)
         self.stats.done += 1
         if verdict.status == "unscored":
@@ -141,7 +143,7 @@ class JudgeRun:
 
     async def _completion(self, spec: JudgeSpec, messages: list[dict], params: dict) -> Completion:
         identity = spec.endpoint.cache_identity
-        key = request_key(messages, identity, params, self.schema)
+        key = request_key(messages, identity, params, self._schema_sha)
         cached = self.cache.get(key)
         if cached is not None:
             self.stats.cache_hits += 1
@@ -162,7 +164,7 @@ class JudgeRun:
     async def _answer(self, attempt: Attempt, spec: JudgeSpec, sample: int) -> JudgeAnswer:
         label = spec.label if spec.samples == 1 else f"{spec.label}#{sample}"
         common = dict(judge=label, model=spec.endpoint.model, sample=sample)
-        messages = build_messages(self.config.taxonomy, self.schema, attempt)
+        messages = build_messages(self.config.taxonomy, self.schema, attempt, system=self._system)
         params = spec.params(sample)
         usage = Usage()
         raw = None

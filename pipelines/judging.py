@@ -47,6 +47,7 @@ class JudgeJob:
     timeout: float = 120.0
     policy: RetryPolicy = RetryPolicy()
     invalid_retries: int = 2
+    transport: str = "sdk"
     cache: Path | None = None
     limit: int | None = None
     include_correct: bool = False
@@ -141,7 +142,8 @@ async def _judge(job: JudgeJob, attempts: list[Attempt], endpoints: tuple[Endpoi
                  console: Console) -> tuple[list[Verdict], RunStats]:
     specs = tuple(JudgeSpec(e, samples=job.samples, temperature=job.temperature, max_tokens=job.max_tokens,
                             seed=job.seed) for e in endpoints)
-    backends = {e.cache_identity: ChatBackend(e, timeout=job.timeout, policy=job.policy) for e in endpoints}
+    backends = {e.cache_identity: ChatBackend(e, timeout=job.timeout, policy=job.policy, transport=job.transport)
+                for e in endpoints}
     config = JudgeConfig(specs, job.taxonomy, max_invalid_retries=job.invalid_retries)
     with _progress(console) as progress:
         task = progress.add_task("judging", total=len(attempts), retries=0, unscored=0)
