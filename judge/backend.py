@@ -60,6 +60,12 @@ class Endpoint:
     response_format: ResponseFormat = "auto"
     identity: str = ""
     """What the cache knows this server's model as; defaults to ``base_url|model``."""
+    name: str = ""
+    """The judge's name in verdicts and reports; defaults to the model name."""
+
+    @property
+    def label(self) -> str:
+        return self.name or self.model
 
     @property
     def cache_identity(self) -> str:

@@ -31,7 +31,7 @@ class JudgeSpec:
 
     @property
     def label(self) -> str:
-        return self.endpoint.model
+        return self.endpoint.label
 
     def params(self, sample: int) -> dict:
         params: dict = {"temperature": self.temperature, "max_tokens": self.max_tokens}
@@ -75,6 +75,20 @@ class RunStats:
     invalid_answers: int = 0
     usage_sent: Usage = field(default_factory=Usage)
     usage_cached: Usage = field(default_factory=Usage)
+
+
+def combine_answers(attempt: Attempt, answers: Sequence[JudgeAnswer], *, judge_model: str, taxonomy: str,
+                    config: str) -> Verdict:
+    """The verdict on ``attempt`` from its judges' answers: the majority, or unscored when none is valid."""
+    common = dict(attempt=attempt, judge_model=judge_model, judges=tuple(answers), taxonomy=taxonomy, config=config)
+    vote = majority(answers)
+    if vote is None:
+        reasons = "; ".join(dict.fromkeys(a.reason or "" for a in answers))
+        return Verdict(status="unscored", reason=reasons,
+                       raw_response=answers[0].raw_response if len(answers) == 1 else None, **common)
+    return Verdict(status="ok", first_wrong_step=vote.first_wrong_step, category=vote.category,
+                   subtype=vote.subtype, explanation=vote.explanation, confidence=vote.confidence,
+                   raw_response=vote.raw_response, agreement=vote.agreement, **common)
 
 
 class JudgeRunAborted(RuntimeError):
@@ -130,16 +144,8 @@ class JudgeRun:
         return verdict
 
     def _combine(self, attempt: Attempt, answers: Sequence[JudgeAnswer]) -> Verdict:
-        common = dict(attempt=attempt, judge_model=self.config.judge_model, judges=tuple(answers),
-                      taxonomy=self.taxonomy_label, config=self.fingerprint)
-        vote = majority(answers)
-        if vote is None:
-            reasons = "; ".join(dict.fromkeys(a.reason or "" for a in answers))
-            return Verdict(status="unscored", reason=reasons,
-                           raw_response=answers[0].raw_response if len(answers) == 1 else None, **common)
-        return Verdict(status="ok", first_wrong_step=vote.first_wrong_step, category=vote.category,
-                       subtype=vote.subtype, explanation=vote.explanation, confidence=vote.confidence,
-                       raw_response=vote.raw_response, agreement=vote.agreement, **common)
+        return combine_answers(attempt, answers, judge_model=self.config.judge_model, taxonomy=self.taxonomy_label,
+                               config=self.fingerprint)
 
     async def _completion(self, spec: JudgeSpec, messages: list[dict], params: dict) -> Completion:
         identity = spec.endpoint.cache_identity

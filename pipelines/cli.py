@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from urllib.parse import urlsplit
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -33,57 +34,43 @@ EXIT_BAD_INPUT = 2
 _SHIPPED_HELP = ", ".join(f"[bold]{name}[/bold]" for name in SHIPPED)
 
 
-@app.command(epilog=f"Shipped inputs you can name instead of a path: {_SHIPPED_HELP}. "
-                    "Exit codes: 0 done (unscored items are recorded, not fatal), 1 the endpoint refused "
-                    "(wrong URL, key or model), 2 bad input or options.")
-def judge(
-    input: Annotated[str, typer.Argument(
-        help="Attempts to judge: quantmedic JSONL, ProcessBench JSON/JSONL, the GSM8K model-solutions file, "
-             "JSONL with problem + solution text, or a shipped name such as gsm8k-solutions.")],
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Verdicts JSONL to write (atomically). "
-        "Verdicts already in it that this run does not redo are kept.")] = None,
-    base_url: Annotated[Optional[list[str]], typer.Option("--base-url", envvar="QUANTMEDIC_BASE_URL",
-        help="OpenAI-compatible endpoint, e.g. https://api.openai.com/v1 or http://127.0.0.1:8000/v1. "
-             "Give one for all --model, or one per --model. None: start the embedded SmolLM2 judge.")] = None,
-    model: Annotated[Optional[list[str]], typer.Option("--model", "-m",
-        help="Judge model name; repeat for several judges (the verdict keeps each answer and the majority).")] = None,
-    api_key_env: Annotated[str, typer.Option(help="Environment variable holding the API key (never logged).")]
-        = "OPENAI_API_KEY",
-    samples: Annotated[int, typer.Option(min=1, help="Answers per judge per item (k samples, majority vote); "
-                                                      "use a temperature above 0.")] = 1,
-    temperature: Annotated[float, typer.Option(min=0.0)] = 0.0,
-    max_tokens: Annotated[int, typer.Option(min=16, help="Token limit of one judge answer.")] = 512,
-    seed: Annotated[int, typer.Option(help="Sampling seed (sample i uses seed + i).")] = 0,
-    taxonomy: Annotated[Optional[Path], typer.Option(help="Your own taxonomy YAML/JSON "
-        "(start from `quantmedic taxonomy`). Default: the reference study's.")] = None,
-    input_format: Annotated[str, typer.Option("--format", help="auto, quantmedic, processbench, "
-                                                                "gsm8k-solutions or text.")] = "auto",
-    include_correct: Annotated[bool, typer.Option(help="Also judge attempts graded correct.")] = False,
-    limit: Annotated[Optional[int], typer.Option(min=1, help="Judge at most this many items.")] = None,
-    concurrency: Annotated[Optional[int], typer.Option(min=1, help="Requests in flight at once "
-        "(default 16; 2 for the embedded judge, which serves one at a time).")] = None,
-    timeout: Annotated[float, typer.Option(min=1.0, help="Seconds per request.")] = 120.0,
-    max_retries: Annotated[int, typer.Option(min=0, help="Retries per request on 429/5xx/timeouts, with "
-        "exponential backoff and jitter, honouring Retry-After.")] = 6,
-    max_delay: Annotated[float, typer.Option(min=0.0, help="Longest wait between retries, in seconds.")] = 60.0,
-    invalid_retries: Annotated[int, typer.Option(min=0, help="Re-asks after an invalid or truncated answer "
-        "before the item is recorded as unscored.")] = 2,
-    response_format: Annotated[str, typer.Option(help="auto (json_schema, falling back to json_object + "
-        "schema when the server refuses it), json_schema or json_object.")] = "auto",
-    transport: Annotated[str, typer.Option(help="sdk (the openai SDK) or aiohttp (direct aiohttp: the same "
-        "requests at about a quarter of the client CPU, for bulk runs on your own servers).")] = "sdk",
-    cache: Annotated[Optional[Path], typer.Option(help="SQLite store of answers that makes reruns resume. "
-        f"Default: {default_cache_path()}")] = None,
-    price_input: Annotated[Optional[float], typer.Option(help="USD per million prompt tokens, for the cost.")] = None,
-    price_output: Annotated[Optional[float], typer.Option(help="USD per million completion tokens.")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the prompt(s), schema and response format "
-                                                            "of the first item(s); send nothing.")] = False,
-) -> None:
-    """Find the [bold]first wrong step[/bold] of each failed solution and classify its error.
+# Judge options shared by `judge` and `judge-eval`.
+BaseUrl = Annotated[Optional[list[str]], typer.Option("--base-url", envvar="QUANTMEDIC_BASE_URL",
+    help="OpenAI-compatible endpoint, e.g. https://api.openai.com/v1 or http://127.0.0.1:8000/v1. "
+         "Give one for all --model, or one per --model. None: start the embedded SmolLM2 judge.")]
+Model = Annotated[Optional[list[str]], typer.Option("--model", "-m",
+    help="Judge model name; repeat for several judges (the verdict keeps each answer and the majority).")]
+ApiKeyEnv = Annotated[str, typer.Option(help="Environment variable holding the API key (never logged).")]
+Samples = Annotated[int, typer.Option(min=1, help="Answers per judge per item (k samples, majority vote); "
+                                                   "use a temperature above 0.")]
+Temperature = Annotated[float, typer.Option(min=0.0)]
+MaxTokens = Annotated[int, typer.Option(min=16, help="Token limit of one judge answer.")]
+Seed = Annotated[int, typer.Option(help="Sampling seed (sample i uses seed + i).")]
+TaxonomyFile = Annotated[Optional[Path], typer.Option("--taxonomy", help="Your own taxonomy YAML/JSON "
+    "(start from `quantmedic taxonomy`). Default: the reference study's.")]
+Format = Annotated[str, typer.Option("--format", help="auto, quantmedic, processbench, gsm8k-solutions or text.")]
+Limit = Annotated[Optional[int], typer.Option(min=1, help="Judge at most this many items.")]
+Concurrency = Annotated[Optional[int], typer.Option(min=1, help="Requests in flight at once "
+    "(default 16; 2 for the embedded judge, which serves one at a time).")]
+Timeout = Annotated[float, typer.Option(min=1.0, help="Seconds per request.")]
+MaxRetries = Annotated[int, typer.Option(min=0, help="Retries per request on 429/5xx/timeouts, with "
+    "exponential backoff and jitter, honouring Retry-After.")]
+MaxDelay = Annotated[float, typer.Option(min=0.0, help="Longest wait between retries, in seconds.")]
+InvalidRetries = Annotated[int, typer.Option(min=0, help="Re-asks after an invalid or truncated answer "
+    "before the item is recorded as unscored.")]
+ResponseFormatOpt = Annotated[str, typer.Option("--response-format", help="auto (json_schema, falling back to "
+    "json_object + schema when the server refuses it), json_schema or json_object.")]
+Transport = Annotated[str, typer.Option(help="sdk (the openai SDK) or aiohttp (direct aiohttp: the same "
+    "requests at about half the client CPU, for bulk runs on your own servers).")]
+CacheFile = Annotated[Optional[Path], typer.Option("--cache", help="SQLite store of answers that makes reruns "
+    f"resume. Default: {default_cache_path()}")]
 
-    Every answer is checked against a JSON Schema built from the taxonomy; invalid answers are retried and finally recorded as [italic]unscored[/italic], never dropped. Answers are cached as they arrive, so a rerun (or a run after a crash) only sends what is missing.
-    """
-    from .judging import JudgeJob, dry_run as render_dry_run, run_judge_job
+
+def _judge_job(input: str, out: Path | None, *, base_url, model, api_key_env, samples, temperature, max_tokens,
+               seed, taxonomy, input_format, limit, concurrency, timeout, max_retries, max_delay, invalid_retries,
+               response_format, transport, cache, include_correct=False, price_input=None, price_output=None):
+    """Check the shared judge options and build the job."""
+    from .judging import JudgeJob
 
     if transport not in ("sdk", "aiohttp"):
         raise typer.BadParameter("choose sdk or aiohttp", param_hint="--transport")
@@ -97,24 +84,99 @@ def judge(
         raise typer.BadParameter("give the endpoint that serves --model", param_hint="--base-url")
     if len(urls) not in (0, 1, len(models)):
         raise typer.BadParameter("give one --base-url, or one per --model", param_hint="--base-url")
+    pairs = [(urls[0] if len(urls) == 1 else urls[i], m) for i, m in enumerate(models)]
+    if len(set(pairs)) < len(pairs):
+        raise typer.BadParameter("the same model twice on one endpoint: use --samples", param_hint="--model")
+    repeated = {m for m in models if models.count(m) > 1}  # name those judges by their server too
     key = api_key_from_env(api_key_env)
-    endpoints = tuple(Endpoint(base_url=urls[0] if len(urls) == 1 else urls[i], model=m, api_key=key,
-                               response_format=response_format)  # type: ignore[arg-type]
-                      for i, m in enumerate(models))
-    if out is None and not dry_run:
-        raise typer.BadParameter("say where the verdicts go", param_hint="--out")
-    job = JudgeJob(
+    endpoints = tuple(Endpoint(base_url=url, model=m, api_key=key, response_format=response_format,  # type: ignore
+                               name=f"{m}@{urlsplit(url).netloc}" if m in repeated else "")
+                      for url, m in pairs)
+    return JudgeJob(
         input=resolve_input(input), out=out, taxonomy=load_taxonomy(taxonomy), endpoints=endpoints,
         input_format=input_format, samples=samples, temperature=temperature, max_tokens=max_tokens, seed=seed,
         concurrency=concurrency or (16 if endpoints else 2), timeout=timeout,
         policy=RetryPolicy(max_retries=max_retries, max_delay=max_delay), invalid_retries=invalid_retries,
-        transport=transport,
-        cache=cache or default_cache_path(), limit=limit, include_correct=include_correct,
+        transport=transport, cache=cache or default_cache_path(), limit=limit, include_correct=include_correct,
         price_input=price_input, price_output=price_output)
+
+
+@app.command(epilog=f"Shipped inputs you can name instead of a path: {_SHIPPED_HELP}. "
+                    "Exit codes: 0 done (unscored items are recorded, not fatal), 1 the endpoint refused "
+                    "(wrong URL, key or model), 2 bad input or options.")
+def judge(
+    input: Annotated[str, typer.Argument(
+        help="Attempts to judge: quantmedic JSONL, ProcessBench JSON/JSONL, the GSM8K model-solutions file, "
+             "JSONL with problem + solution text, or a shipped name such as gsm8k-solutions.")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Verdicts JSONL to write (atomically). "
+        "Verdicts already in it that this run does not redo are kept.")] = None,
+    base_url: BaseUrl = None, model: Model = None, api_key_env: ApiKeyEnv = "OPENAI_API_KEY",
+    samples: Samples = 1, temperature: Temperature = 0.0, max_tokens: MaxTokens = 512, seed: Seed = 0,
+    taxonomy: TaxonomyFile = None, input_format: Format = "auto",
+    include_correct: Annotated[bool, typer.Option(help="Also judge attempts graded correct.")] = False,
+    limit: Limit = None, concurrency: Concurrency = None, timeout: Timeout = 120.0, max_retries: MaxRetries = 6,
+    max_delay: MaxDelay = 60.0, invalid_retries: InvalidRetries = 2, response_format: ResponseFormatOpt = "auto",
+    transport: Transport = "sdk", cache: CacheFile = None,
+    price_input: Annotated[Optional[float], typer.Option(help="USD per million prompt tokens, for the cost.")] = None,
+    price_output: Annotated[Optional[float], typer.Option(help="USD per million completion tokens.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the prompt(s), schema and response format "
+                                                            "of the first item(s); send nothing.")] = False,
+) -> None:
+    """Find the [bold]first wrong step[/bold] of each failed solution and classify its error.
+
+    Every answer is checked against a JSON Schema built from the taxonomy; invalid answers are retried and finally recorded as [italic]unscored[/italic], never dropped. Answers are cached as they arrive, so a rerun (or a run after a crash) only sends what is missing.
+    """
+    from .judging import dry_run as render_dry_run, run_judge_job
+
+    if out is None and not dry_run:
+        raise typer.BadParameter("say where the verdicts go", param_hint="--out")
+    job = _judge_job(input, out, base_url=base_url, model=model, api_key_env=api_key_env, samples=samples,
+                     temperature=temperature, max_tokens=max_tokens, seed=seed, taxonomy=taxonomy,
+                     input_format=input_format, limit=limit, concurrency=concurrency, timeout=timeout,
+                     max_retries=max_retries, max_delay=max_delay, invalid_retries=invalid_retries,
+                     response_format=response_format, transport=transport, cache=cache,
+                     include_correct=include_correct, price_input=price_input, price_output=price_output)
     if dry_run:
         render_dry_run(job, _stdout)
         return
     run_judge_job(job, _stderr)
+
+
+@app.command("judge-eval", epilog="Outputs in --out: metrics.json, summary.md, predictions.jsonl, verdicts.jsonl, "
+                                  "steps.png (predicted vs. true step), calibration.png (reliability diagram).")
+def judge_eval(
+    data: Annotated[str, typer.Argument(help="ProcessBench-format data (JSON array or JSONL of problem, steps, "
+        "label = 0-based first wrong step or -1), any split (GSM8K, MATH, OlympiadBench, Omni-MATH), or the "
+        "shipped processbench-gsm8k.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the report files.")],
+    base_url: BaseUrl = None, model: Model = None, api_key_env: ApiKeyEnv = "OPENAI_API_KEY",
+    samples: Samples = 1, temperature: Temperature = 0.0, max_tokens: MaxTokens = 512, seed: Seed = 0,
+    taxonomy: TaxonomyFile = None, input_format: Format = "auto", limit: Limit = None,
+    concurrency: Concurrency = None, timeout: Timeout = 120.0, max_retries: MaxRetries = 6,
+    max_delay: MaxDelay = 60.0, invalid_retries: InvalidRetries = 2, response_format: ResponseFormatOpt = "auto",
+    transport: Transport = "sdk", cache: CacheFile = None,
+    escalate_below: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Escalation: the first "
+        "--model judges every item, the others only items where it is unscored, its confidence is below this, "
+        "or its samples disagree. The spend of each tier is reported.")] = None,
+    bootstrap: Annotated[int, typer.Option(min=100, help="Bootstrap resamples for the 95% intervals.")] = 2000,
+) -> None:
+    """Score judges against [bold]human first-error labels[/bold] (ProcessBench's metrics).
+
+    Accuracy on the samples with an error, on those without, and their harmonic mean (F1), each with a 95% bootstrap interval; where the judges point (too early / too late, by how many steps); unscored counts; with several judges, a side-by-side table, Cohen's kappa between judges and the ensemble's score; calibration of the stated confidence (reliability table, ECE, accuracy and coverage at thresholds).
+    """
+    from .judge_eval import EvalJob, run_judge_eval
+
+    job = _judge_job(data, None, base_url=base_url, model=model, api_key_env=api_key_env, samples=samples,
+                     temperature=temperature, max_tokens=max_tokens, seed=seed, taxonomy=taxonomy,
+                     input_format=input_format, limit=limit, concurrency=concurrency, timeout=timeout,
+                     max_retries=max_retries, max_delay=max_delay, invalid_retries=invalid_retries,
+                     response_format=response_format, transport=transport, cache=cache)
+    evaluation, _ = run_judge_eval(EvalJob(job, out, escalate_below, bootstrap, seed), _stderr)
+    from quantmedic.judge.meta_eval import to_markdown
+
+    sys.stdout.write(to_markdown(evaluation))
+    _stderr.print(f"wrote {out}/metrics.json, summary.md, predictions.jsonl, verdicts.jsonl, steps.png, "
+                  "calibration.png")
 
 
 @app.command("taxonomy")

@@ -90,8 +90,8 @@ class _RateColumn(ProgressColumn):
         return Text(f"{speed:.2f} items/s" if speed else "- items/s", style="progress.data.speed")
 
 
-def _progress(console: Console) -> Progress:
-    return Progress(TextColumn("[bold]judging"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+def _progress(console: Console, description: str = "judging") -> Progress:
+    return Progress(TextColumn(f"[bold]{description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
                     _RateColumn(), TimeRemainingColumn(), TextColumn("retries {task.fields[retries]}"),
                     TextColumn("unscored {task.fields[unscored]}"), console=console, transient=False)
 
@@ -138,21 +138,37 @@ def dry_run(job: JudgeJob, console: Console) -> int:
     return 0
 
 
-async def _judge(job: JudgeJob, attempts: list[Attempt], endpoints: tuple[Endpoint, ...], cache: ResponseCache,
-                 console: Console) -> tuple[list[Verdict], RunStats]:
+def judge_config(job: JudgeJob, endpoints: tuple[Endpoint, ...]) -> JudgeConfig:
+    """The judging configuration of ``job`` with these endpoints, one judge each."""
     specs = tuple(JudgeSpec(e, samples=job.samples, temperature=job.temperature, max_tokens=job.max_tokens,
                             seed=job.seed) for e in endpoints)
+    return JudgeConfig(specs, job.taxonomy, max_invalid_retries=job.invalid_retries)
+
+
+def open_endpoints(job: JudgeJob, stack: ExitStack, console: Console) -> tuple[Endpoint, ...]:
+    """The job's endpoints, starting the embedded judge (stopped when ``stack`` closes) if none is given."""
+    if job.endpoints:
+        return job.endpoints
+    console.print("starting the embedded judge (llama.cpp + SmolLM2-135M-Instruct, a weak judge: "
+                  "use --base-url/--model for real diagnoses)")
+    return (stack.enter_context(embedded_judge()),)
+
+
+async def judge_with_progress(job: JudgeJob, attempts: list[Attempt], endpoints: tuple[Endpoint, ...],
+                              cache: ResponseCache, console: Console,
+                              description: str = "judging") -> tuple[list[Verdict], RunStats]:
+    """Run the judges of ``endpoints`` over ``attempts`` with a progress bar."""
     backends = {e.cache_identity: ChatBackend(e, timeout=job.timeout, policy=job.policy, transport=job.transport)
                 for e in endpoints}
-    config = JudgeConfig(specs, job.taxonomy, max_invalid_retries=job.invalid_retries)
-    with _progress(console) as progress:
-        task = progress.add_task("judging", total=len(attempts), retries=0, unscored=0)
+    with _progress(console, description) as progress:
+        task = progress.add_task(description, total=len(attempts), retries=0, unscored=0)
 
         def advance(_verdict: Verdict, stats: RunStats) -> None:
             progress.update(task, completed=stats.done, retries=stats.transport_retries + stats.invalid_answers,
                             unscored=stats.unscored)
 
-        run = JudgeRun(config, cache, backends, concurrency=job.concurrency, on_item_done=advance)
+        run = JudgeRun(judge_config(job, endpoints), cache, backends, concurrency=job.concurrency,
+                       on_item_done=advance)
         try:
             verdicts = await run.run(attempts)
         finally:
@@ -171,13 +187,9 @@ def run_judge_job(job: JudgeJob, console: Console) -> tuple[list[Verdict], RunSt
     if not attempts:
         console.print("[yellow]nothing to judge[/yellow] (every attempt is correct; use --include-correct)")
     with ExitStack() as stack:
-        endpoints = job.endpoints
-        if not endpoints:
-            console.print("starting the embedded judge (llama.cpp + SmolLM2-135M-Instruct, a weak judge: "
-                          "use --base-url/--model for real diagnoses)")
-            endpoints = (stack.enter_context(embedded_judge()),)
+        endpoints = open_endpoints(job, stack, console)
         cache = stack.enter_context(ResponseCache(job.cache))
-        verdicts, stats = asyncio.run(_judge(job, attempts, endpoints, cache, console))
+        verdicts, stats = asyncio.run(judge_with_progress(job, attempts, endpoints, cache, console))
     new_ids = {v.id for v in verdicts}
     kept = [v for v in earlier if v.id not in new_ids]
     write_records(job.out, [*kept, *verdicts])

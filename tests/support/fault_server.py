@@ -1,7 +1,9 @@
 """A FAULT-INJECTING OpenAI-compatible chat server, for tests and benchmarks only.
 
 It answers ``POST /v1/chat/completions`` with a valid judge answer computed from the prompt
-(first wrong step = min(1, last step), an execution/computational error), after ``latency``
+(first wrong step = min(1, last step), an execution/computational error, confidence 0.8; a model
+named ``say:STEP:CONFIDENCE`` answers that step, clamped to the last, with that confidence, and
+``say:-1:C`` says no step is wrong), after ``latency``
 seconds and with at most ``slots`` requests served at once. Faults that real servers will not
 produce on demand are scripted through ``POST /admin/faults`` (a JSON list, one entry consumed per
 request; an empty script means "answer normally"):
@@ -33,11 +35,18 @@ from aiohttp import web
 STEPS = re.compile(r"numbered 0 to (\d+)")
 
 
-def answer_for(prompt: str, kind: str = "ok") -> dict:
+def answer_for(prompt: str, kind: str = "ok", model: str = "") -> dict:
     match = STEPS.search(prompt)
     last = int(match.group(1)) if match else 0
-    answer = {"explanation": "The subtraction in this step is wrong.", "first_wrong_step": min(1, last),
-              "category": "execution", "subtype": "computational_error", "confidence": 0.8}
+    step, confidence = 1, 0.8
+    if model.startswith("say:"):  # a judge with a fixed opinion: "say:STEP:CONFIDENCE"
+        _, said, conf = model.split(":")
+        step, confidence = int(said), float(conf)
+    step = min(step, last)
+    answer = {"explanation": "The subtraction in this step is wrong.", "first_wrong_step": step,
+              "category": "execution", "subtype": "computational_error", "confidence": confidence}
+    if step == -1:
+        answer.update(explanation="Every step is right.", category="none", subtype="none")
     if kind == "bad_subtype":
         answer["subtype"] = "logical_reasoning_error"
     if kind == "out_of_range":
@@ -81,7 +90,7 @@ def make_app(latency: float = 0.0, slots: int = 64, reject_json_schema: bool = F
             if fault == "hang":
                 await asyncio.sleep(3600)
             prompt = "\n".join(m.get("content", "") for m in body.get("messages", []))
-            content = json.dumps(answer_for(prompt, fault))
+            content = json.dumps(answer_for(prompt, fault, str(body.get("model", ""))))
             finish = "stop"
             if fault == "malformed":
                 content = "I think step 1 is wrong because"
