@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from quantmedic.annotate.connection import AnnotateError
 from quantmedic.judge.backend import Endpoint, api_key_from_env
 from quantmedic.judge.cache import default_cache_path
 from quantmedic.judge.embedded import EmbeddedJudgeUnavailable
@@ -179,6 +180,106 @@ def judge_eval(
                   "calibration.png")
 
 
+annotate_app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich",
+                           help="Human verification of verdicts in Argilla: push, pull, report, and a local server.")
+app.add_typer(annotate_app, name="annotate")
+
+ApiUrl = Annotated[Optional[str], typer.Option(envvar="ARGILLA_API_URL", help="Argilla server URL.")]
+ApiKey = Annotated[Optional[str], typer.Option(envvar="ARGILLA_API_KEY", show_envvar=True,
+                                               help="Argilla API key (an owner's or admin's to push and pull).")]
+Workspace = Annotated[Optional[str], typer.Option(help="Argilla workspace (default: your only one).")]
+DatasetName = Annotated[str, typer.Option("--dataset", "-d", help="Argilla dataset name.")]
+
+
+@annotate_app.command("push")
+def annotate_push(
+    verdicts: Annotated[Path, typer.Argument(help="Verdicts JSONL from `quantmedic judge`.")],
+    dataset: DatasetName, api_url: ApiUrl = None, api_key: ApiKey = None, workspace: Workspace = None,
+    overlap: Annotated[int, typer.Option(min=1, help="Annotators who must submit each record.")] = 1,
+    sample: Annotated[Optional[int], typer.Option(min=1, help="Send only this many verdicts, drawn at random "
+        "within strata (seeded); sampling weights are stored so the accuracy estimate stays unbiased.")] = None,
+    stratify: Annotated[str, typer.Option(help="Strata for --sample: category, model or none.")] = "category",
+    seed: Annotated[int, typer.Option(help="Seed of the sample.")] = 0,
+    max_steps: Annotated[int, typer.Option(min=1, help="Steps the step question offers (longer solutions are "
+                                                       "skipped).")] = 40,
+    include_degenerate: Annotated[bool, typer.Option(help="Also send rule-detected degenerate outputs.")] = False,
+    taxonomy: TaxonomyFile = None,
+) -> None:
+    """Create an Argilla dataset from the taxonomy and push verdicts, the judge's answers pre-filled as suggestions.
+
+    Record ids are the verdict ids: pushing again updates records instead of duplicating them.
+    """
+    from quantmedic.annotate.connection import ArgillaTarget
+    from quantmedic.annotate.push import plan_push, push
+    from quantmedic.annotate.sampling import STRATIFY
+    from quantmedic.taxonomy.jsonl import read_records
+    from quantmedic.taxonomy.records import Verdict
+
+    if stratify not in STRATIFY:
+        raise typer.BadParameter(f"choose one of {', '.join(STRATIFY)}", param_hint="--stratify")
+    target = ArgillaTarget.from_options(api_url, api_key, workspace)
+    plan = plan_push(read_records(verdicts, Verdict), sample=sample, stratify=stratify, seed=seed,
+                     include_degenerate=include_degenerate, max_steps=max_steps)
+    summary = push(target, dataset, plan, load_taxonomy(taxonomy), max_steps=max_steps, overlap=overlap,
+                   console=_stderr)
+    skipped = ", ".join(f"{n} {why}" for why, n in summary["skipped"].items()) or "none"
+    _stderr.print(f"{'created' if summary['created'] else 'updated'} dataset {summary['dataset']} in workspace "
+                  f"{summary['workspace']}: {summary['records']} records pushed (skipped: {skipped})\n"
+                  f"annotate at {summary['url']}", highlight=False)
+
+
+@annotate_app.command("pull")
+def annotate_pull(
+    dataset: DatasetName,
+    verdicts: Annotated[Path, typer.Option(help="The verdicts file that was pushed (reviews are joined to it).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Reviews JSONL to write (atomically).")],
+    api_url: ApiUrl = None, api_key: ApiKey = None, workspace: Workspace = None,
+    attach_verdicts: Annotated[bool, typer.Option(help="Embed each full verdict in its review.")] = False,
+) -> None:
+    """Export submitted responses as reviews (one per annotator and record); drafts and discarded are counted."""
+    from quantmedic.annotate.connection import ArgillaTarget
+    from quantmedic.annotate.pull import pull
+    from quantmedic.taxonomy.jsonl import read_records, write_records
+    from quantmedic.taxonomy.records import Verdict
+
+    target = ArgillaTarget.from_options(api_url, api_key, workspace)
+    reviews, counts = pull(target, dataset, read_records(verdicts, Verdict), attach_verdicts=attach_verdicts)
+    write_records(out, reviews)
+    per = ", ".join(f"{a}: {n}" for a, n in sorted(counts.submitted.items())) or "none"
+    _stderr.print(f"{counts.records} records: {sum(counts.submitted.values())} submitted reviews ({per}); "
+                  f"{counts.drafts} drafts and {counts.discarded} discarded responses left out; "
+                  f"{counts.without_response} records without any response\nwrote {out}", highlight=False)
+
+
+@annotate_app.command("report")
+def annotate_report(
+    reviews: Annotated[Path, typer.Argument(help="Reviews JSONL from `quantmedic annotate pull`.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for report.json, report.md and the PNGs.")],
+) -> None:
+    """Diagnostic accuracy of the judge with 95% Wilson intervals, breakdowns, confusion and agreement."""
+    import json as _json
+
+    from quantmedic.annotate.report import diagnostic_report, report_to_json, report_to_markdown
+    from quantmedic.taxonomy.errors import InputError as _InputError
+    from quantmedic.taxonomy.jsonl import read_records, write_atomic
+    from quantmedic.taxonomy.records import Review
+
+    from .plots import accuracy_bars, confusion_heatmap
+
+    loaded = read_records(reviews, Review)
+    if not loaded:
+        raise _InputError(reviews, "no reviews: nothing was submitted yet")
+    report = diagnostic_report(loaded)
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / "report.json", [_json.dumps(report_to_json(report), indent=2) + "\n"])
+    markdown = report_to_markdown(report)
+    write_atomic(out / "report.md", [markdown])
+    accuracy_bars(report.by_category, out / "accuracy_by_category.png")
+    confusion_heatmap(report.confusion, out / "category_confusion.png")
+    sys.stdout.write(markdown)
+    _stderr.print(f"wrote {out}/report.json, report.md, accuracy_by_category.png, category_confusion.png")
+
+
 @app.command("taxonomy")
 def show_taxonomy(
     check: Annotated[Optional[Path], typer.Option(help="Validate this taxonomy file instead of printing.")] = None,
@@ -211,7 +312,7 @@ def main() -> None:
     """Console-script entry point: clear one-line errors and documented exit codes."""
     try:
         app()  # standalone: usage errors print themselves and exit 2
-    except (InputError, EmbeddedJudgeUnavailable) as error:
+    except (InputError, EmbeddedJudgeUnavailable, AnnotateError) as error:
         _stderr.print(f"[red]error:[/red] {escape(str(error))}", highlight=False)
         sys.exit(EXIT_BAD_INPUT)
     except JudgeRunAborted as error:

@@ -175,3 +175,55 @@ class Verdict(_Record):
     @property
     def is_diagnosis(self) -> bool:
         return self.status == "ok"
+
+
+class JudgeClaim(_Record):
+    """What the judge said about an attempt, as shown to the annotators."""
+
+    model: str
+    first_wrong_step: int | None = None
+    category: str | None = None
+    subtype: str | None = None
+    confidence: float | None = None
+
+
+class Review(_Record):
+    """One annotator's submitted check of one verdict (from Argilla).
+
+    ``first_wrong_step``, ``category`` and ``subtype`` are the annotator's own answers (-1 / "none":
+    no wrong step); ``judge`` is the claim they were shown. ``sampling_weight`` is the inverse
+    probability that the verdict was sent to humans (1 when every verdict was).
+    """
+
+    id: str = ""
+    verdict_id: str
+    annotator: str
+    judge_correct: bool | None = Field(None, description='The answer to "is the judge right?".')
+    first_wrong_step: int | None = Field(None, ge=-1)
+    category: str | None = None
+    subtype: str | None = None
+    comment: str | None = None
+    judge: JudgeClaim
+    model: str | None = None
+    quantization: str | None = None
+    subject: str | None = None
+    level: str | None = None
+    sampling_weight: float = Field(1.0, gt=0)
+    stratum: str | None = None
+    submitted_at: str | None = None
+    verdict: Verdict | None = Field(None, description="The full verdict, when pulled with the verdicts file.")
+
+    @model_validator(mode="after")
+    def _derive_id(self) -> "Review":
+        if not self.id:
+            object.__setattr__(self, "id", content_id("r", {"verdict": self.verdict_id, "annotator": self.annotator}))
+        return self
+
+    @property
+    def accepts_step(self) -> bool:
+        return self.first_wrong_step is not None and self.first_wrong_step == self.judge.first_wrong_step
+
+    @property
+    def accepts(self) -> bool:
+        """The annotator's step and category are the judge's: the diagnosis stands."""
+        return self.accepts_step and self.category == self.judge.category

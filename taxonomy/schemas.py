@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .records import Attempt, Problem, Verdict
+from .records import Attempt, Problem, Review, Verdict
 
-RECORDS = {"problem": Problem, "attempt": Attempt, "verdict": Verdict}
+RECORDS = {"problem": Problem, "attempt": Attempt, "verdict": Verdict, "review": Review}
 
 
 def record_schemas() -> dict[str, dict]:

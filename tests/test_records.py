@@ -49,7 +49,7 @@ def test_bad_jsonl_lines_name_file_line_and_field(tmp_path):
         read_records(path, Attempt)
 
 
-@pytest.mark.parametrize("name", ["problem", "attempt", "verdict"])
+@pytest.mark.parametrize("name", ["problem", "attempt", "verdict", "review"])
 def test_committed_schemas_match_the_models(name):
     committed = json.loads((SCHEMAS / f"{name}.schema.json").read_text())
     assert committed == record_schemas()[name], "run `quantmedic schema taxonomy/schemas` and commit"

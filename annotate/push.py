@@ -1,0 +1,136 @@
+"""``quantmedic annotate push``: verdicts → an Argilla dataset, with the judge's answers as suggestions.
+
+Record ids are the verdict ids, so pushing again updates records instead of duplicating them. An
+existing dataset whose settings do not match the taxonomy is refused before anything is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from quantmedic.taxonomy.model import DEGENERATE, Taxonomy
+from quantmedic.taxonomy.records import Verdict
+
+from .connection import AnnotateError, ArgillaTarget, connect, workspace
+from .sampling import Sampled, stratified_sample
+from .settings import (DEFAULT_MAX_STEPS, WEIGHT, category_labels, guidelines, record_fields, record_metadata,
+                       record_suggestions, step_label, step_labels, subtype_labels)
+
+
+@dataclass(frozen=True)
+class PushPlan:
+    """What a push sends: the sampled verdicts, and what was left out and why."""
+
+    sampled: tuple[Sampled, ...]
+    skipped: dict[str, int]
+
+
+def plan_push(verdicts: Sequence[Verdict], *, sample: int | None = None, stratify: str = "category", seed: int = 0,
+              include_degenerate: bool = False, max_steps: int = DEFAULT_MAX_STEPS) -> PushPlan:
+    """Keep scored diagnoses (not rule-detected degenerate ones unless asked), then sample."""
+    skipped: dict[str, int] = {}
+    keep = []
+    for verdict in verdicts:
+        why = ("unscored" if verdict.status != "ok" else
+               "degenerate" if verdict.category == DEGENERATE and not include_degenerate else
+               f"longer than --max-steps {max_steps}" if len(verdict.attempt.steps) > max_steps else None)
+        if why:
+            skipped[why] = skipped.get(why, 0) + 1
+        else:
+            keep.append(verdict)
+    return PushPlan(tuple(stratified_sample(keep, sample, stratify, seed)), skipped)
+
+
+def dataset_settings(taxonomy: Taxonomy, *, max_steps: int = DEFAULT_MAX_STEPS, overlap: int = 1):
+    """The Argilla settings: fields, questions, metadata, guidelines and task distribution."""
+    import argilla as rg
+
+    return rg.Settings(
+        guidelines=guidelines(taxonomy),
+        fields=[rg.TextField(name="problem", title="Problem", use_markdown=True),
+                rg.TextField(name="solution", title="Solution (numbered steps)", use_markdown=True),
+                rg.TextField(name="reference_answer", title="Reference answer", use_markdown=True, required=False),
+                rg.TextField(name="judge_explanation", title="The judge's diagnosis", use_markdown=True)],
+        questions=[rg.LabelQuestion(name="judge_correct", title="Is the judge right (step and category)?",
+                                    labels={"yes": "Yes", "no": "No"}),
+                   rg.LabelQuestion(name="first_wrong_step", title="First wrong step", labels=step_labels(max_steps),
+                                    visible_labels=min(max_steps + 1, 20)),
+                   rg.LabelQuestion(name="category", title="Error category", labels=category_labels(taxonomy)),
+                   rg.LabelQuestion(name="subtype", title="Error subtype", labels=subtype_labels(taxonomy)),
+                   rg.TextQuestion(name="comment", title="Comment", required=False)],
+        metadata=[rg.TermsMetadataProperty(name=name) for name in
+                  ("model", "quantization", "subject", "level", "judge", "judge_category", "stratum")]
+                 + [rg.FloatMetadataProperty(name=WEIGHT, visible_for_annotators=False)],
+        distribution=rg.TaskDistribution(min_submitted=overlap),
+    )
+
+
+def _shape(settings) -> dict:
+    """The parts of settings that records depend on, comparable across datasets."""
+    return {"fields": sorted(f.name for f in settings.fields),
+            "questions": {q.name: sorted(getattr(q, "labels", None) or []) for q in settings.questions},
+            "metadata": sorted(m.name for m in settings.metadata),
+            "overlap": settings.distribution.min_submitted if settings.distribution else None}
+
+
+def settings_conflicts(existing, wanted) -> list[str]:
+    """How an existing dataset's settings differ from the wanted ones (empty: compatible)."""
+    have, want = _shape(existing), _shape(wanted)
+    problems = []
+    for part in ("fields", "metadata"):
+        if have[part] != want[part]:
+            problems.append(f"{part}: dataset has {have[part]}, the taxonomy needs {want[part]}")
+    for name, labels in want["questions"].items():
+        if name not in have["questions"]:
+            problems.append(f'question "{name}" is missing')
+        elif have["questions"][name] != labels:
+            problems.append(f'question "{name}" has labels {have["questions"][name]}, needs {labels}')
+    if have["overlap"] != want["overlap"]:
+        problems.append(f"overlap: dataset has {have['overlap']}, asked for {want['overlap']}")
+    return problems
+
+
+def to_record(item: Sampled):
+    import argilla as rg
+
+    verdict = item.verdict
+    suggestions = [rg.Suggestion(question_name=name, value=value, agent=verdict.judge_model, type="model",
+                                 score=verdict.confidence)
+                   for name, value in record_suggestions(verdict).items() if value is not None]
+    return rg.Record(id=verdict.id, fields=record_fields(verdict),
+                     metadata=record_metadata(verdict, item.weight, item.stratum), suggestions=suggestions)
+
+
+def push(target: ArgillaTarget, dataset_name: str, plan: PushPlan, taxonomy: Taxonomy, *,
+         max_steps: int = DEFAULT_MAX_STEPS, overlap: int = 1, batch_size: int = 100,
+         console: Console | None = None) -> dict:
+    """Create (or check) the dataset and log the plan's records in batches; returns a summary."""
+    import argilla as rg
+
+    console = console or Console(stderr=True)
+    client = connect(target)
+    ws = workspace(client, target)
+    wanted = dataset_settings(taxonomy, max_steps=max_steps, overlap=overlap)
+    dataset = client.datasets(dataset_name, workspace=ws)
+    created = dataset is None
+    if created:
+        dataset = rg.Dataset(name=dataset_name, workspace=ws, settings=wanted, client=client).create()
+    else:
+        conflicts = settings_conflicts(dataset.settings, wanted)
+        if conflicts:
+            raise AnnotateError(f'dataset "{dataset_name}" exists with other settings ({"; ".join(conflicts)}); '
+                                "push to a new dataset name, or use the taxonomy and options it was made with")
+    records = [to_record(item) for item in plan.sampled]
+    with Progress(TextColumn("[bold]pushing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console) as progress:
+        task = progress.add_task("push", total=len(records))
+        for start in range(0, len(records), batch_size):
+            batch = records[start:start + batch_size]
+            dataset.records.log(batch, batch_size=len(batch))
+            progress.advance(task, len(batch))
+    return {"dataset": dataset_name, "workspace": ws.name, "created": created, "records": len(records),
+            "skipped": plan.skipped, "url": f"{target.api_url}/dataset/{dataset.id}/annotation-mode"}

@@ -1,0 +1,109 @@
+"""The Argilla dataset that annotators check verdicts in, derived from the taxonomy.
+
+Everything here is pure: what the fields, questions, metadata, guidelines and suggestions of a
+verdict's record are. ``quantmedic.annotate.push`` turns these into Argilla objects.
+"""
+
+from __future__ import annotations
+
+import html
+
+from quantmedic.taxonomy.model import NO_ERROR, Taxonomy
+from quantmedic.taxonomy.records import Verdict
+
+FIELDS = ("problem", "solution", "reference_answer", "judge_explanation")
+QUESTIONS = ("judge_correct", "first_wrong_step", "category", "subtype", "comment")
+METADATA = ("model", "quantization", "subject", "level", "judge", "judge_category", "stratum")
+WEIGHT = "sampling_weight"
+NO_STEP = "none"
+DEFAULT_MAX_STEPS = 40
+
+
+def as_text(text: str) -> str:
+    """Escape HTML so that a Markdown field shows it as text and never renders it.
+
+    >>> as_text("<script>alert(1)</script> & x < y")
+    '&lt;script&gt;alert(1)&lt;/script&gt; &amp; x &lt; y'
+    """
+    return html.escape(text, quote=False)
+
+
+def step_labels(max_steps: int) -> list[str]:
+    """Labels of the first-wrong-step question: ``none`` then ``0`` … ``max_steps - 1``."""
+    return [NO_STEP, *(str(i) for i in range(max_steps))]
+
+
+def step_label(step: int | None) -> str | None:
+    return None if step is None else NO_STEP if step == -1 else str(step)
+
+
+def step_from_label(label: str | None) -> int | None:
+    return None if label is None else -1 if label == NO_STEP else int(label)
+
+
+def category_labels(taxonomy: Taxonomy) -> dict[str, str]:
+    return {**{c.id: c.name for c in taxonomy.categories}, NO_ERROR: "No error"}
+
+
+def subtype_labels(taxonomy: Taxonomy) -> dict[str, str]:
+    return {**{s.id: s.name for c in taxonomy.categories for s in c.subtypes}, NO_ERROR: "No error"}
+
+
+def guidelines(taxonomy: Taxonomy) -> str:
+    """Annotator guidelines generated from the taxonomy's definitions and examples."""
+    lines = [
+        "# Checking an LLM judge's diagnosis", "",
+        "Each record is a step-by-step solution that reached a wrong answer, and an LLM judge's diagnosis: "
+        "the **first wrong step** and the **kind of error**, shown pre-filled as suggestions.", "",
+        "1. Read the problem and the numbered steps (numbering starts at 0).",
+        "2. Find the first step that is wrong yourself. A step that correctly follows from an earlier "
+        "mistake is not the first error.",
+        "3. Answer *Is the judge right?*: **yes** only if the judge found that step and named the right "
+        "category.",
+        "4. Confirm or correct the first wrong step (`none` if every step is right), the category and the "
+        "subtype (the subtype must belong to the category).",
+        "5. Add a comment when something is unclear. Submit; save a draft to come back later; discard "
+        "records you cannot judge.", "",
+        f"## Error taxonomy: {taxonomy.name}", ""]
+    for category in taxonomy.categories:
+        lines += [f"### {category.name} (`{category.id}`)", "", category.definition, "",
+                  f"*Example:* {category.example}", ""]
+        for subtype in category.subtypes:
+            lines.append(f"- **{subtype.name}** (`{subtype.id}`): {subtype.definition} *Example:* {subtype.example}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def record_fields(verdict: Verdict) -> dict[str, str]:
+    """The record's field values: Markdown, with any HTML in the data escaped."""
+    attempt = verdict.attempt
+    steps = "\n\n".join(f"**Step {i}.** {as_text(step)}" for i, step in enumerate(attempt.steps))
+    step = "no wrong step" if verdict.first_wrong_step == -1 else f"step {verdict.first_wrong_step}"
+    confidence = "" if verdict.confidence is None else f", confidence {verdict.confidence:.2f}"
+    claim = (f"**{as_text(verdict.judge_model)}** says: {step}, {verdict.category} / {verdict.subtype}"
+             f"{confidence}.\n\n{as_text(verdict.explanation or '')}")
+    return {"problem": as_text(attempt.problem.text), "solution": steps,
+            "reference_answer": as_text(attempt.problem.reference_answer or "(unknown)"),
+            "judge_explanation": claim}
+
+
+def quantization_label(verdict: Verdict) -> str:
+    q = verdict.attempt.quantization
+    if q is None:
+        return "none"
+    return "-".join(str(part) for part in (q.method, f"w{q.bits}" if q.bits else None,
+                                           f"g{q.group_size}" if q.group_size else None) if part)
+
+
+def record_metadata(verdict: Verdict, weight: float = 1.0, stratum: str | None = None) -> dict:
+    problem = verdict.attempt.problem
+    return {"model": verdict.attempt.model, "quantization": quantization_label(verdict),
+            "subject": problem.subject or problem.source or "unknown",
+            "level": "unknown" if problem.level is None else str(problem.level), "judge": verdict.judge_model,
+            "judge_category": verdict.category or "unscored", "stratum": stratum or "all", WEIGHT: weight}
+
+
+def record_suggestions(verdict: Verdict) -> dict[str, str]:
+    """The judge's answers, pre-filled for the annotator (question name → value)."""
+    return {"first_wrong_step": step_label(verdict.first_wrong_step), "category": verdict.category,
+            "subtype": verdict.subtype}
