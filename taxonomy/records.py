@@ -38,6 +38,7 @@ class Problem(_Record):
     source_id: str | None = Field(None, description="The problem's id in its source, e.g. 'test/algebra/1.json'.")
     subject: str | None = None
     level: int | str | None = None
+    choices: tuple[str, ...] | None = Field(None, description="Options of a multiple-choice problem (A, B, ...).")
 
     @model_validator(mode="after")
     def _derive_id(self) -> "Problem":
@@ -83,6 +84,9 @@ class Attempt(_Record):
     finish_reason: str | None = Field(None, description="'stop', or 'length' when cut at the token limit.")
     label: int | None = Field(None, ge=-1, description="Human label of the first wrong step (-1: none), if known.")
     source: str | None = Field(None, description="Where the attempt was read from.")
+    completion_tokens: int | None = Field(None, description="Tokens the model generated for this solution.")
+    grading: str | None = Field(None, description="How correctness was decided, e.g. 'math-verify', "
+                                                  "'ungradable: timeout'.")
 
     @field_validator("steps")
     @classmethod
