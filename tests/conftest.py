@@ -91,3 +91,27 @@ def gsm8k_solutions() -> Path:
 @pytest.fixture(scope="session")
 def processbench() -> Path:
     return shipped_path("processbench-gsm8k")
+
+
+@pytest.fixture(scope="session")
+def argilla(tmp_path_factory):
+    """A real local Argilla 2.8 server (argilla-server + osmem + redis, see
+    quantmedic.annotate.server) with an owner and two annotators in one workspace.
+
+    The server's own venv is $QUANTMEDIC_ARGILLA_PYTHON, else REPO/.venv-argilla (made by
+    scripts/setup-test-env.sh), else ~/.cache/quantmedic/argilla-venv."""
+    from quantmedic.annotate.server import ArgillaServerError, find_redis_server, find_server_python, local_argilla
+
+    python = os.environ.get("QUANTMEDIC_ARGILLA_PYTHON")
+    if not python and (REPO / ".venv-argilla" / "bin" / "python").exists():
+        python = str(REPO / ".venv-argilla" / "bin" / "python")
+    try:
+        python = str(find_server_python(python))
+        find_redis_server()
+    except ArgillaServerError as error:
+        unavailable(str(error))
+    try:
+        with local_argilla(tmp_path_factory.mktemp("argilla"), python=python, annotators=2) as server:
+            yield server
+    except ArgillaServerError as error:
+        unavailable(f"local Argilla server: {error}")
