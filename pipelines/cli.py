@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from quantmedic.annotate.connection import AnnotateError
+from quantmedic.annotate.server import ArgillaServerError
 from quantmedic.judge.backend import Endpoint, api_key_from_env
 from quantmedic.judge.cache import default_cache_path
 from quantmedic.judge.embedded import EmbeddedJudgeUnavailable
@@ -280,6 +281,31 @@ def annotate_report(
     _stderr.print(f"wrote {out}/report.json, report.md, accuracy_by_category.png, category_confusion.png")
 
 
+@annotate_app.command("serve")
+def annotate_serve(
+    home: Annotated[Path, typer.Option(help="Folder for the database, logs and accounts.json (reused on restart).")]
+        = Path("~/.local/share/quantmedic/argilla"),
+    port: Annotated[int, typer.Option(help="Port of the web UI and API.")] = 6900,
+    annotators: Annotated[int, typer.Option(min=0, help="Annotator accounts to create.")] = 2,
+    python: Annotated[Optional[Path], typer.Option(help="Python of the argilla-server environment (default: "
+        "$QUANTMEDIC_ARGILLA_PYTHON, else ~/.cache/quantmedic/argilla-venv).")] = None,
+    install: Annotated[bool, typer.Option("--install", help="First create that environment (argilla-server 2.8.0, "
+        "osmem-server, click<8.2; about 90 s, from PyPI).")] = False,
+) -> None:
+    """Start a local Argilla (argilla-server 2.8 on SQLite, osmem as its search engine, Debian's redis-server) for annotators on a laptop; print the URL and the owner's and annotators' credentials; stop everything on Ctrl-C."""
+    from quantmedic.annotate.server import DEFAULT_VENV, install_server_env, serve
+
+    if install:
+        _stderr.print(f"creating the Argilla server environment in {python or DEFAULT_VENV} ...")
+        python = install_server_env(python.parent.parent if python else DEFAULT_VENV)
+    serve(home.expanduser(), python=python, port=port, annotators=annotators)
+
+
+from .commands_eval import register as _register_eval_commands  # noqa: E402
+
+_register_eval_commands(app)
+
+
 @app.command("taxonomy")
 def show_taxonomy(
     check: Annotated[Optional[Path], typer.Option(help="Validate this taxonomy file instead of printing.")] = None,
@@ -312,7 +338,7 @@ def main() -> None:
     """Console-script entry point: clear one-line errors and documented exit codes."""
     try:
         app()  # standalone: usage errors print themselves and exit 2
-    except (InputError, EmbeddedJudgeUnavailable, AnnotateError) as error:
+    except (InputError, EmbeddedJudgeUnavailable, AnnotateError, ArgillaServerError) as error:
         _stderr.print(f"[red]error:[/red] {escape(str(error))}", highlight=False)
         sys.exit(EXIT_BAD_INPUT)
     except JudgeRunAborted as error:
