@@ -435,30 +435,3 @@ def serve(home: Path | str, *, console=None, **options) -> None:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m quantmedic.annotate.server [HOME] [--port P] [--annotators N] [--install]``"""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m quantmedic.annotate.server", description=__doc__.split("\n")[0])
-    parser.add_argument("home", nargs="?", default=str(Path.home() / ".cache" / "quantmedic" / "argilla-home"))
-    parser.add_argument("--port", type=int, default=6900)
-    parser.add_argument("--annotators", type=int, default=2)
-    parser.add_argument("--workspace", default=DEFAULT_WORKSPACE)
-    parser.add_argument("--python", help=f"the argilla-server venv's python (default ${PYTHON_ENV_VAR} or {DEFAULT_VENV})")
-    parser.add_argument("--install", action="store_true", help="create the argilla-server venv first if missing")
-    args = parser.parse_args(argv)
-    python = args.python
-    if args.install:
-        target = Path(python).parent.parent if python else Path(os.environ.get(PYTHON_ENV_VAR, DEFAULT_VENV / "bin" / "python")).parent.parent
-        print(f"installing {' '.join(SERVER_PACKAGES)} into {target} (~90 s)...")
-        python = str(install_server_env(target))
-    try:
-        serve(args.home, python=python, port=args.port, annotators=args.annotators, workspace=args.workspace)
-    except ArgillaServerError as error:
-        raise SystemExit(f"error: {error}") from None
-
-
-if __name__ == "__main__":
-    main()

@@ -235,15 +235,15 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
 def test_serve_restart_keeps_data_and_ctrl_c_stops_everything(argilla, tmp_path):
-    """`python -m quantmedic.annotate.server HOME` twice on one home: the second start reuses the
+    """`quantmedic annotate serve --home HOME` twice on one home: the second start reuses the
     accounts and re-indexes the SQLite data into the fresh osmem; Ctrl-C leaves no process."""
     home = tmp_path / "home"
     python = argilla.server_python
     for run in (1, 2):
         port = _free_port()
         serve = subprocess.Popen(
-            [sys.executable, "-m", "quantmedic.annotate.server", str(home), "--port", str(port), "--python", python,
-             "--annotators", "1"],
+            [sys.executable, "-m", "quantmedic.pipelines.cli", "annotate", "serve", "--home", str(home), "--port",
+             str(port), "--python", python, "--annotators", "1"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "COLUMNS": "200"},
         )
         try:
