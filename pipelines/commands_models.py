@@ -72,6 +72,8 @@ def generate_command(
     api_key_env: Annotated[str, typer.Option(help="Variable holding the endpoint's API key.")] = "OPENAI_API_KEY",
     batch_size: Annotated[int, typer.Option(min=1, help="Prompts per batch (transformers).")] = 8,
     concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight (openai).")] = 4,
+    grade: Annotated[bool, typer.Option(help="Grade the attempts with math-verify once generation is done "
+                                             "(as `quantmedic grade` does).")] = True,
 ) -> None:
     """Generate step-by-step solutions ("Step 1: ...", a final \\boxed{}) with a full-precision or quantized model."""
     import os
@@ -92,6 +94,27 @@ def generate_command(
     _stderr.print(f"wrote {summary.written} attempts to {out} ({summary.skipped} of {summary.problems} problems were "
                   f"already done; {summary.completion_tokens} tokens, {summary.tokens_per_second:.1f} tok/s)",
                   highlight=False)
+    if grade:
+        grade_in_place(out)
+
+
+def grade_in_place(path: Path) -> None:
+    """Grade the attempts of ``path`` that are not graded yet, and rewrite it atomically."""
+    from quantmedic.taxonomy.jsonl import read_records, write_records
+    from quantmedic.taxonomy.records import Attempt
+
+    from .grading import grade_attempts
+
+    attempts = read_records(path, Attempt)
+    todo = [i for i, a in enumerate(attempts) if a.grading is None]
+    if not todo:
+        return
+    graded = grade_attempts([attempts[i] for i in todo])
+    for i, attempt in zip(todo, graded):
+        attempts[i] = attempt
+    write_records(path, attempts)
+    right = sum(a.correct is True for a in attempts)
+    _stderr.print(f"graded {len(todo)} attempts: {right} of {len(attempts)} correct in {path}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -178,6 +178,9 @@ def test_generate_command(tiny, tmp_path):
     attempts = read_records(out, Attempt)
     assert len(attempts) == 4 and {a.sampling.extra["base_seed"] for a in attempts} == {3}
     assert "wrote 4 attempts" in " ".join(result.output.split())
+    # graded as generated: every attempt has a verdict of math-verify (or says why it has none)
+    assert all(a.grading for a in attempts) and "graded 4 attempts" in " ".join(result.output.split())
+    assert all(a.correct is not None or a.grading.startswith(("ungradable", "no final answer")) for a in attempts)
     rerun = CliRunner().invoke(app, args)
     said = " ".join(rerun.output.split())
     assert rerun.exit_code == 0 and "wrote 0 attempts" in said and "2 of 2 problems were already done" in said
