@@ -334,10 +334,7 @@ def to_markdown(c: Comparison, max_flips: int = 20) -> str:
 # --- plots ----------------------------------------------------------------------------------------
 
 def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .plots import plt  # matplotlib on the Agg backend, loaded only when plotting
 
     return plt
 
@@ -365,11 +362,9 @@ def accuracy_plot(c: Comparison, path: str | Path, groups: Sequence[GroupCompari
     ax.set_title(title)
     ax.invert_yaxis()
     ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    from .plots import save_figure
+
+    return save_figure(fig, path)
 
 
 def flips_plot(c: Comparison, path: str | Path) -> Path:
@@ -389,8 +384,6 @@ def flips_plot(c: Comparison, path: str | Path) -> Path:
     ax.set_title(f"Flips from {c.fp_label} to {c.quant_label} (McNemar p = {c.p_value:.3g})")
     ax.invert_yaxis()
     ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    from .plots import save_figure
+
+    return save_figure(fig, path)

@@ -14,6 +14,15 @@ import numpy as np  # noqa: E402
 from quantmedic.judge.meta_eval import JudgeScore, Prediction  # noqa: E402
 
 
+def save_figure(fig, path: str | Path) -> Path:
+    """Lay out, save as PNG (120 dpi) and close a figure."""
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def step_confusion_plot(labels: Sequence[int], predictions: Mapping[str, Sequence[Prediction]], path: str | Path,
                         max_step: int = 12) -> Path:
     """Predicted vs. true first wrong step, one heat map per judge.
@@ -47,11 +56,7 @@ def step_confusion_plot(labels: Sequence[int], predictions: Mapping[str, Sequenc
         ax.set_ylabel("human label")
         exact = sum(p.step == label for label, p in zip(labels, predictions[name]))
         ax.set_title(f"{name}: {exact}/{len(labels)} exact")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def reliability_plot(scores: Sequence[JudgeScore], path: str | Path) -> Path:
@@ -69,11 +74,7 @@ def reliability_plot(scores: Sequence[JudgeScore], path: str | Path) -> Path:
     ax.set_xlabel("stated confidence")
     ax.set_ylabel("accuracy (step exactly right)")
     ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def accuracy_bars(rates: Mapping, path: str | Path, title: str = "Diagnostic accuracy by category") -> Path:
@@ -89,11 +90,7 @@ def accuracy_bars(rates: Mapping, path: str | Path, title: str = "Diagnostic acc
     ax.set_xlabel("% of verdicts whose step and category the annotators accept (95% Wilson)")
     ax.set_title(title)
     ax.invert_yaxis()
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def confusion_heatmap(table: Mapping[str, Mapping[str, int]], path: str | Path,
@@ -108,8 +105,4 @@ def confusion_heatmap(table: Mapping[str, Mapping[str, int]], path: str | Path,
     ax.set_xticks(range(len(columns)), columns, rotation=30, ha="right")
     ax.set_yticks(range(len(rows)), rows)
     ax.set_title(title)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
