@@ -26,6 +26,7 @@ import aiohttp
 import openai
 
 from .cache import Completion
+from .prompt import DEFAULT_PROMPT, SystemPrompt
 from .retry import RetryPolicy, is_retryable_status, parse_retry_after
 from .schema import SCHEMA_NAME
 
@@ -61,11 +62,14 @@ class Endpoint:
     identity: str = ""
     """What the cache knows this server's model as; defaults to ``base_url|model``."""
     name: str = ""
-    """The judge's name in verdicts and reports; defaults to the model name."""
+    """The judge's name in verdicts and reports; defaults to the model name (+ the prompt's name)."""
+    prompt: SystemPrompt = DEFAULT_PROMPT
+    """What this judge is told (its system prompt)."""
 
     @property
     def label(self) -> str:
-        return self.name or self.model
+        base = self.name or self.model
+        return base if self.prompt == DEFAULT_PROMPT else f"{base}+{self.prompt.name}"
 
     @property
     def cache_identity(self) -> str:

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
+from pathlib import Path
 
+from quantmedic.taxonomy.errors import InputError
 from quantmedic.taxonomy.model import NO_ERROR, Taxonomy
 from quantmedic.taxonomy.records import Attempt
 
@@ -35,6 +38,45 @@ Error taxonomy ({taxonomy_name}):
 
 Answer with one JSON object and nothing else, matching this JSON Schema:
 {schema}"""
+
+PLACEHOLDERS = ("{taxonomy}", "{taxonomy_name}", "{schema}", "{none}")
+REQUIRED_PLACEHOLDERS = ("{taxonomy}", "{schema}")
+
+
+@dataclass(frozen=True)
+class SystemPrompt:
+    """The judge's instructions (the fixed first message), a template with the placeholders
+    ``{taxonomy}`` (ids, definitions, examples), ``{taxonomy_name}``, ``{schema}`` (the output JSON
+    Schema) and ``{none}`` (the no-error id). The item itself always follows in the user message."""
+
+    name: str
+    template: str
+
+    def render(self, taxonomy: Taxonomy, schema: dict) -> str:
+        values = {"{taxonomy}": describe_taxonomy(taxonomy), "{taxonomy_name}": taxonomy.name,
+                  "{schema}": json.dumps(schema, separators=(",", ":")), "{none}": NO_ERROR}
+        text = self.template
+        for placeholder, value in values.items():
+            text = text.replace(placeholder, value)
+        return text
+
+
+DEFAULT_PROMPT = SystemPrompt("default", _SYSTEM)
+
+
+def load_prompt(path: str | Path) -> SystemPrompt:
+    """A system-prompt template from a text file (named by the file's stem); it must contain
+    ``{taxonomy}`` and ``{schema}``, or the judge would not know the vocabulary and the format."""
+    path = Path(path)
+    try:
+        template = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(path, f"cannot read prompt: {exc.strerror}") from None
+    missing = [p for p in REQUIRED_PLACEHOLDERS if p not in template]
+    if missing:
+        raise InputError(path, f"the prompt template lacks {' and '.join(missing)} (placeholders: "
+                               f"{', '.join(PLACEHOLDERS)})")
+    return SystemPrompt(path.stem, template)
 
 _USER = """Problem:
 {problem_fence}problem
@@ -66,9 +108,8 @@ def fence_for(*texts: str) -> str:
     return "`" * max(3, longest + 1)
 
 
-def system_message(taxonomy: Taxonomy, schema: dict) -> str:
-    return _SYSTEM.format(none=NO_ERROR, taxonomy_name=taxonomy.name, taxonomy=describe_taxonomy(taxonomy),
-                          schema=json.dumps(schema, separators=(",", ":")))
+def system_message(taxonomy: Taxonomy, schema: dict, prompt: SystemPrompt = DEFAULT_PROMPT) -> str:
+    return prompt.render(taxonomy, schema)
 
 
 def user_message(attempt: Attempt) -> str:
@@ -85,8 +126,8 @@ def build_messages(taxonomy: Taxonomy, schema: dict, attempt: Attempt, *,
                    system: str | None = None) -> list[dict[str, str]]:
     """The chat messages that ask a judge about ``attempt``.
 
-    ``system`` is ``system_message(taxonomy, schema)`` when the caller already has it (it is the same
-    for every item of a run), so that it is not rebuilt for each one.
+    ``system`` is the rendered system message when the caller already has it (it is the same for
+    every item of a run), so that it is not rebuilt for each one; default: the default prompt's.
     """
     return [{"role": "system", "content": system_message(taxonomy, schema) if system is None else system},
             {"role": "user", "content": user_message(attempt)}]

@@ -41,7 +41,7 @@ class JudgeSpec:
 
     def fingerprint(self) -> dict:
         return {"model": self.endpoint.cache_identity, "samples": self.samples, "temperature": self.temperature,
-                "max_tokens": self.max_tokens, "seed": self.seed}
+                "max_tokens": self.max_tokens, "seed": self.seed, "prompt": self.endpoint.prompt.template}
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,9 @@ class JudgeRun:
         self.backends = backends
         self.schema = judge_output_schema(config.taxonomy)
         self.validator = make_validator(self.schema)
-        self._system = system_message(config.taxonomy, self.schema)  # the same for every item: built once
+        # each judge's system message is the same for every item: built once
+        self._systems = {spec: system_message(config.taxonomy, self.schema, spec.endpoint.prompt)
+                         for spec in config.judges}
         self._schema_sha = schema_digest(self.schema)
         self._asks = [(spec, sample) for spec in config.judges for sample in range(spec.samples)]
         self.fingerprint = config.fingerprint()
@@ -170,7 +172,7 @@ class JudgeRun:
     async def _answer(self, attempt: Attempt, spec: JudgeSpec, sample: int) -> JudgeAnswer:
         label = spec.label if spec.samples == 1 else f"{spec.label}#{sample}"
         common = dict(judge=label, model=spec.endpoint.model, sample=sample)
-        messages = build_messages(self.config.taxonomy, self.schema, attempt, system=self._system)
+        messages = build_messages(self.config.taxonomy, self.schema, attempt, system=self._systems[spec])
         params = spec.params(sample)
         usage = Usage()
         raw = None

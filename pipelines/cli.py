@@ -64,14 +64,20 @@ ResponseFormatOpt = Annotated[str, typer.Option("--response-format", help="auto 
     "json_object + schema when the server refuses it), json_schema or json_object.")]
 Transport = Annotated[str, typer.Option(help="sdk (the openai SDK) or aiohttp (direct aiohttp: the same "
     "requests at about half the client CPU, for bulk runs on your own servers).")]
+PromptFiles = Annotated[Optional[list[Path]], typer.Option("--prompt", help="A system-prompt template file "
+    "for the judge(s) (placeholders {taxonomy}, {schema}, {taxonomy_name}, {none}); one for all, or one per "
+    "--model, e.g. the same model twice with two prompts to compare them.")]
 CacheFile = Annotated[Optional[Path], typer.Option("--cache", help="SQLite store of answers that makes reruns "
     f"resume. Default: {default_cache_path()}")]
 
 
 def _judge_job(input: str, out: Path | None, *, base_url, model, api_key_env, samples, temperature, max_tokens,
                seed, taxonomy, input_format, limit, concurrency, timeout, max_retries, max_delay, invalid_retries,
-               response_format, transport, cache, include_correct=False, price_input=None, price_output=None):
+               response_format, transport, cache, prompt=None, include_correct=False, price_input=None,
+               price_output=None):
     """Check the shared judge options and build the job."""
+    from quantmedic.judge.prompt import DEFAULT_PROMPT, load_prompt
+
     from .judging import JudgeJob
 
     if transport not in ("sdk", "aiohttp"):
@@ -86,21 +92,28 @@ def _judge_job(input: str, out: Path | None, *, base_url, model, api_key_env, sa
         raise typer.BadParameter("give the endpoint that serves --model", param_hint="--base-url")
     if len(urls) not in (0, 1, len(models)):
         raise typer.BadParameter("give one --base-url, or one per --model", param_hint="--base-url")
-    pairs = [(urls[0] if len(urls) == 1 else urls[i], m) for i, m in enumerate(models)]
-    if len(set(pairs)) < len(pairs):
-        raise typer.BadParameter("the same model twice on one endpoint: use --samples", param_hint="--model")
-    repeated = {m for m in models if models.count(m) > 1}  # name those judges by their server too
+    prompts = [load_prompt(p) for p in prompt or []]
+    if len(prompts) not in (0, 1, max(1, len(models))):
+        raise typer.BadParameter("give one --prompt, or one per --model", param_hint="--prompt")
+    judges = [(urls[0] if len(urls) == 1 else urls[i], m,
+               prompts[0] if len(prompts) == 1 else prompts[i] if prompts else DEFAULT_PROMPT)
+              for i, m in enumerate(models)]
+    if len(set(judges)) < len(judges):
+        raise typer.BadParameter("the same model twice on one endpoint with one prompt: use --samples",
+                                 param_hint="--model")
+    on_several_servers = {m for m in models if len({u for u, mm, _ in judges if mm == m}) > 1}
     key = api_key_from_env(api_key_env)
     endpoints = tuple(Endpoint(base_url=url, model=m, api_key=key, response_format=response_format,  # type: ignore
-                               name=f"{m}@{urlsplit(url).netloc}" if m in repeated else "")
-                      for url, m in pairs)
+                               prompt=p, name=f"{m}@{urlsplit(url).netloc}" if m in on_several_servers else "")
+                      for url, m, p in judges)
     return JudgeJob(
         input=resolve_input(input), out=out, taxonomy=load_taxonomy(taxonomy), endpoints=endpoints,
         input_format=input_format, samples=samples, temperature=temperature, max_tokens=max_tokens, seed=seed,
         concurrency=concurrency or (16 if endpoints else 2), timeout=timeout,
         policy=RetryPolicy(max_retries=max_retries, max_delay=max_delay), invalid_retries=invalid_retries,
         transport=transport, cache=cache or default_cache_path(), limit=limit, include_correct=include_correct,
-        price_input=price_input, price_output=price_output)
+        price_input=price_input, price_output=price_output,
+        embedded_prompt=prompts[0] if prompts and not models else DEFAULT_PROMPT)
 
 
 @app.command(epilog=f"Shipped inputs you can name instead of a path: {_SHIPPED_HELP}. "
@@ -118,7 +131,7 @@ def judge(
     include_correct: Annotated[bool, typer.Option(help="Also judge attempts graded correct.")] = False,
     limit: Limit = None, concurrency: Concurrency = None, timeout: Timeout = 120.0, max_retries: MaxRetries = 6,
     max_delay: MaxDelay = 60.0, invalid_retries: InvalidRetries = 2, response_format: ResponseFormatOpt = "auto",
-    transport: Transport = "sdk", cache: CacheFile = None,
+    transport: Transport = "sdk", cache: CacheFile = None, prompt: PromptFiles = None,
     price_input: Annotated[Optional[float], typer.Option(help="USD per million prompt tokens, for the cost.")] = None,
     price_output: Annotated[Optional[float], typer.Option(help="USD per million completion tokens.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the prompt(s), schema and response format "
@@ -136,7 +149,7 @@ def judge(
                      temperature=temperature, max_tokens=max_tokens, seed=seed, taxonomy=taxonomy,
                      input_format=input_format, limit=limit, concurrency=concurrency, timeout=timeout,
                      max_retries=max_retries, max_delay=max_delay, invalid_retries=invalid_retries,
-                     response_format=response_format, transport=transport, cache=cache,
+                     response_format=response_format, transport=transport, cache=cache, prompt=prompt,
                      include_correct=include_correct, price_input=price_input, price_output=price_output)
     if dry_run:
         render_dry_run(job, _stdout)
@@ -156,7 +169,7 @@ def judge_eval(
     taxonomy: TaxonomyFile = None, input_format: Format = "auto", limit: Limit = None,
     concurrency: Concurrency = None, timeout: Timeout = 120.0, max_retries: MaxRetries = 6,
     max_delay: MaxDelay = 60.0, invalid_retries: InvalidRetries = 2, response_format: ResponseFormatOpt = "auto",
-    transport: Transport = "sdk", cache: CacheFile = None,
+    transport: Transport = "sdk", cache: CacheFile = None, prompt: PromptFiles = None,
     escalate_below: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Escalation: the first "
         "--model judges every item, the others only items where it is unscored, its confidence is below this, "
         "or its samples disagree. The spend of each tier is reported.")] = None,
@@ -172,7 +185,7 @@ def judge_eval(
                      temperature=temperature, max_tokens=max_tokens, seed=seed, taxonomy=taxonomy,
                      input_format=input_format, limit=limit, concurrency=concurrency, timeout=timeout,
                      max_retries=max_retries, max_delay=max_delay, invalid_retries=invalid_retries,
-                     response_format=response_format, transport=transport, cache=cache)
+                     response_format=response_format, transport=transport, cache=cache, prompt=prompt)
     evaluation, _ = run_judge_eval(EvalJob(job, out, escalate_below, bootstrap, seed), _stderr)
     from quantmedic.judge.meta_eval import to_markdown
 

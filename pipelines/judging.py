@@ -4,6 +4,7 @@ verdicts atomically, and report progress and totals."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections import Counter
 from contextlib import ExitStack
@@ -20,7 +21,7 @@ from quantmedic.judge.adapters import load_attempts
 from quantmedic.judge.backend import ChatBackend, Endpoint, response_format_for
 from quantmedic.judge.cache import ResponseCache
 from quantmedic.judge.embedded import embedded_judge
-from quantmedic.judge.prompt import build_messages
+from quantmedic.judge.prompt import DEFAULT_PROMPT, SystemPrompt, build_messages, system_message
 from quantmedic.judge.retry import RetryPolicy
 from quantmedic.judge.runner import JudgeConfig, JudgeRun, JudgeSpec, RunStats
 from quantmedic.judge.schema import judge_output_schema
@@ -53,6 +54,7 @@ class JudgeJob:
     include_correct: bool = False
     price_input: float | None = None
     price_output: float | None = None
+    embedded_prompt: SystemPrompt = DEFAULT_PROMPT
 
 
 def select_attempts(attempts: list[Attempt], include_correct: bool, limit: int | None) -> tuple[list[Attempt], dict]:
@@ -132,7 +134,9 @@ def dry_run(job: JudgeJob, console: Console) -> int:
     console.print_json(json.dumps({"response_format": response_format_for(mode, schema)}))
     for attempt in attempts:
         console.rule(f"attempt {attempt.id} ({len(attempt.steps)} steps)")
-        for message in build_messages(job.taxonomy, schema, attempt):
+        prompt = job.endpoints[0].prompt if job.endpoints else job.embedded_prompt
+        for message in build_messages(job.taxonomy, schema, attempt,
+                                      system=system_message(job.taxonomy, schema, prompt)):
             console.print(f"[bold]{message['role']}[/bold]")
             console.print(message["content"], markup=False, highlight=False)
     return 0
@@ -151,7 +155,7 @@ def open_endpoints(job: JudgeJob, stack: ExitStack, console: Console) -> tuple[E
         return job.endpoints
     console.print("starting the embedded judge (llama.cpp + SmolLM2-135M-Instruct, a weak judge: "
                   "use --base-url/--model for real diagnoses)")
-    return (stack.enter_context(embedded_judge()),)
+    return (dataclasses.replace(stack.enter_context(embedded_judge()), prompt=job.embedded_prompt),)
 
 
 async def judge_with_progress(job: JudgeJob, attempts: list[Attempt], endpoints: tuple[Endpoint, ...],

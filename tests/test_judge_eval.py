@@ -105,3 +105,27 @@ def test_unlabelled_data_is_refused_with_file_and_field(faults, tmp_path):
                  "--out", tmp_path / "e")
     assert result.returncode == 2 and "label" in result.stderr and "no human label" in result.stderr
     assert not (tmp_path / "e").exists() and faults.requests() == []
+
+
+def test_two_prompts_for_one_model_are_two_judges(faults, tmp_path):
+    terse = tmp_path / "terse.txt"
+    terse.write_text("Grade the steps. Taxonomy:\n{taxonomy}\nJSON Schema of your answer:\n{schema}\n")
+    default_copy = tmp_path / "strict.txt"
+    default_copy.write_text("You are a strict grader. No error means {none}.\n{taxonomy}\n{schema}")
+    out = tmp_path / "eval"
+    result = cli("judge-eval", "processbench-gsm8k", "--base-url", faults.base_url, "-m", "fault", "-m", "fault",
+                 "--prompt", terse, "--prompt", default_copy, "--limit", 6, "--out", out,
+                 "--cache", tmp_path / "c.sqlite", "--bootstrap", 100)
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert sorted(metrics["judges"]) == ["fault+strict", "fault+terse"] and metrics["agreement"]
+    assert metrics["judges"]["fault+terse"]["requests"] == 6 == metrics["judges"]["fault+strict"]["requests"]
+    assert len(faults.requests()) == 12  # each prompt is its own request (and its own cache key)
+    dry = cli("judge", "processbench-gsm8k", "--base-url", faults.base_url, "-m", "fault", "--prompt", terse,
+              "--dry-run")
+    assert dry.returncode == 0 and "Grade the steps. Taxonomy:" in dry.stdout and "computational_error" in dry.stdout
+    bad = tmp_path / "bad.txt"
+    bad.write_text("Grade the steps, answer in JSON.")
+    refused = cli("judge", "processbench-gsm8k", "--base-url", faults.base_url, "-m", "fault", "--prompt", bad,
+                  "--out", tmp_path / "v.jsonl")
+    assert refused.returncode == 2 and "lacks {taxonomy} and {schema}" in refused.stderr
