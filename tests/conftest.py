@@ -83,6 +83,20 @@ def vllm_endpoint():
         unavailable(f"vLLM server: {error}")
 
 
+@pytest.fixture
+def eval_cli():
+    """The `grade` and `compare` commands on a throwaway typer app, invoked in-process."""
+    import typer
+    from typer.testing import CliRunner
+
+    from quantmedic.pipelines.commands_eval import register
+
+    app = typer.Typer()
+    register(app)
+    runner = CliRunner()
+    return lambda *args: runner.invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
+
+
 @pytest.fixture(scope="session")
 def gsm8k_solutions() -> Path:
     return shipped_path("gsm8k-solutions")

@@ -9,13 +9,10 @@ import math
 from collections import Counter
 
 import pytest
-import typer
-from typer.testing import CliRunner
 
 from quantmedic.judge.adapters import load_attempts
 from quantmedic.judge.metrics import wilson_interval
 from quantmedic.pipelines import compare as compare_module
-from quantmedic.pipelines.commands_eval import register
 from quantmedic.pipelines.compare import compare, mcnemar_exact, to_json, to_markdown
 from quantmedic.pipelines.shipped import shipped_path
 from quantmedic.taxonomy.errors import InputError
@@ -158,20 +155,14 @@ def test_json_markdown_and_docstrings():
 
 # --- the compare command -------------------------------------------------------------------------
 
-@pytest.fixture
-def cli():
-    app = typer.Typer()
-    register(app)
-    runner = CliRunner()
-    return lambda *args: runner.invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
 
 
-def test_compare_command_writes_the_report_plots_and_flipped_failures(cli, tmp_path):
+def test_compare_command_writes_the_report_plots_and_flipped_failures(eval_cli, tmp_path):
     fp, quant = hand_built()
     write_records(tmp_path / "fp.jsonl", fp)
     write_records(tmp_path / "q.jsonl", quant)
     out = tmp_path / "report"
-    result = cli("compare", tmp_path / "fp.jsonl", tmp_path / "q.jsonl", "--out", out)
+    result = eval_cli("compare", tmp_path / "fp.jsonl", tmp_path / "q.jsonl", "--out", out)
     assert result.exit_code == 0, result.output
     data = json.loads((out / "comparison.json").read_text())
     assert data["pairs"]["right_to_wrong"] == 5 and data["mcnemar_exact_p"] == pytest.approx(0.21875)
@@ -184,17 +175,17 @@ def test_compare_command_writes_the_report_plots_and_flipped_failures(cli, tmp_p
     assert "# toy vs toy [awq 4-bit]" in result.output and "5 right → wrong" in result.output
 
 
-def test_compare_command_rejects_ungraded_and_duplicated_input(cli, tmp_path):
+def test_compare_command_rejects_ungraded_and_duplicated_input(eval_cli, tmp_path):
     fp, quant = hand_built()
     write_records(tmp_path / "fp.jsonl", fp)
     write_records(tmp_path / "ungraded.jsonl", [a.model_copy(update={"correct": None}) for a in quant])
-    result = cli("compare", tmp_path / "fp.jsonl", tmp_path / "ungraded.jsonl", "--out", tmp_path / "r")
+    result = eval_cli("compare", tmp_path / "fp.jsonl", tmp_path / "ungraded.jsonl", "--out", tmp_path / "r")
     assert isinstance(result.exception, InputError) and "no graded attempts" in str(result.exception)
     assert result.exception.path == str(tmp_path / "ungraded.jsonl")
     write_records(tmp_path / "dup.jsonl", quant + quant[:1])
-    result = cli("compare", tmp_path / "fp.jsonl", tmp_path / "dup.jsonl", "--out", tmp_path / "r")
+    result = eval_cli("compare", tmp_path / "fp.jsonl", tmp_path / "dup.jsonl", "--out", tmp_path / "r")
     assert isinstance(result.exception, InputError) and "two attempts" in str(result.exception)
     write_records(tmp_path / "other.jsonl", [make(40, True, quantized=True)])
-    result = cli("compare", tmp_path / "fp.jsonl", tmp_path / "other.jsonl", "--out", tmp_path / "r")
+    result = eval_cli("compare", tmp_path / "fp.jsonl", tmp_path / "other.jsonl", "--out", tmp_path / "r")
     assert isinstance(result.exception, InputError) and "no attempt pairs up" in str(result.exception)
     assert not (tmp_path / "r").exists()

@@ -15,13 +15,10 @@ import os
 import time
 
 import pytest
-import typer
-from typer.testing import CliRunner
 
 from quantmedic.judge.adapters import load_attempts
 from quantmedic.pipelines import grading
 from quantmedic.pipelines.benchmarks import load_benchmark
-from quantmedic.pipelines.commands_eval import register
 from quantmedic.pipelines.grading import (CHOICE, LAST_EXPRESSION, MATH_VERIFY, NO_ANSWER, NO_REFERENCE, TIMEOUT,
                                           Grade, GradeItem, agreement, check_gsm8k, extract_choice, grade_attempts,
                                           grade_item, run_pool)
@@ -143,18 +140,12 @@ def test_docstring_examples():
 
 # --- the grade command ---------------------------------------------------------------------------
 
-@pytest.fixture
-def cli():
-    app = typer.Typer()
-    register(app)
-    runner = CliRunner()
-    return lambda *args: runner.invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
 
 
-def test_grade_command_writes_graded_attempts_and_a_summary(cli, tmp_path):
+def test_grade_command_writes_graded_attempts_and_a_summary(eval_cli, tmp_path):
     src, out = tmp_path / "attempts.jsonl", tmp_path / "graded.jsonl"
     write_records(src, [attempt("A: 5"), attempt("A: 7"), attempt(HANG)])
-    result = cli("grade", src, "--out", out, "--workers", "1", "--timeout", "1")
+    result = eval_cli("grade", src, "--out", out, "--workers", "1", "--timeout", "1")
     assert result.exit_code == 0, result.output
     graded = read_records(out, Attempt)
     assert [(a.correct, a.grading) for a in graded] == [(True, MATH_VERIFY), (False, MATH_VERIFY), (None, TIMEOUT)]
@@ -162,18 +153,18 @@ def test_grade_command_writes_graded_attempts_and_a_summary(cli, tmp_path):
     assert "ungradable: 1 timeout" in result.output and "wrote 3 graded attempts" in result.output
 
 
-def test_grade_command_errors(cli, tmp_path):
-    assert cli("grade", "gsm8k-solutions").exit_code == 2  # no --out: a usage error
-    assert cli("grade").exit_code == 2
+def test_grade_command_errors(eval_cli, tmp_path):
+    assert eval_cli("grade", "gsm8k-solutions").exit_code == 2  # no --out: a usage error
+    assert eval_cli("grade").exit_code == 2
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"problem": {"text": "x"}, "steps": []}) + "\n")
-    result = cli("grade", bad, "--out", tmp_path / "o.jsonl")
+    result = eval_cli("grade", bad, "--out", tmp_path / "o.jsonl")
     assert isinstance(result.exception, InputError) and result.exception.line == 1
     assert not (tmp_path / "o.jsonl").exists()
 
 
-def test_grade_command_check_gsm8k_reports_the_agreement(cli):
-    result = cli("grade", "--check-gsm8k")
+def test_grade_command_check_gsm8k_reports_the_agreement(eval_cli):
+    result = eval_cli("grade", "--check-gsm8k")
     assert result.exit_code == 0, result.output
     assert "GSM8K agreement with the authors' is_correct labels: 2638/2638 (100.00%" in result.output
     assert "0 disagreements" in result.output
