@@ -155,7 +155,9 @@ def open_endpoints(job: JudgeJob, stack: ExitStack, console: Console) -> tuple[E
         return job.endpoints
     console.print("starting the embedded judge (llama.cpp + SmolLM2-135M-Instruct, a weak judge: "
                   "use --base-url/--model for real diagnoses)")
-    return (dataclasses.replace(stack.enter_context(embedded_judge()), prompt=job.embedded_prompt),)
+    endpoint = stack.enter_context(embedded_judge())
+    console.print(f"embedded judge serving at {endpoint.base_url}", highlight=False)
+    return (dataclasses.replace(endpoint, prompt=job.embedded_prompt),)
 
 
 async def judge_with_progress(job: JudgeJob, attempts: list[Attempt], endpoints: tuple[Endpoint, ...],

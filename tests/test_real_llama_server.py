@@ -7,6 +7,8 @@ answers are validated, nothing is dropped, the server starts and stops), not the
 import asyncio
 import dataclasses
 import json
+import re
+import socket
 import subprocess
 
 import pytest
@@ -24,9 +26,8 @@ from .test_cli_judge import cli
 pytestmark = pytest.mark.slow
 
 
-def llama_servers() -> int:
-    found = subprocess.run(["pgrep", "-f", "llama_cpp.server"], capture_output=True, text=True).stdout
-    return len(found.split())
+def llama_servers() -> set[str]:
+    return set(subprocess.run(["pgrep", "-f", "llama_cpp.server"], capture_output=True, text=True).stdout.split())
 
 
 def test_json_schema_falls_back_to_json_object_and_output_follows_the_schema(llama_endpoint, cache, processbench):
@@ -69,4 +70,8 @@ def test_cli_embedded_default_starts_judges_and_stops(tmp_path):
     (verdict,) = read_records(out, Verdict)
     assert verdict.judge_model == "local" and verdict.judges[0].raw_response
     assert verdict.status == "ok" or verdict.reason.startswith("invalid: ")
-    assert llama_servers() == before  # the embedded server was stopped
+    assert not llama_servers() - before  # the embedded server was stopped (others may come and go)
+    url = re.search(r"embedded judge serving at (http://127\.0\.0\.1:(\d+)/v1)", result.stderr.replace("\n", ""))
+    assert url, result.stderr
+    with pytest.raises(OSError):  # nothing listens on its port any more
+        socket.create_connection(("127.0.0.1", int(url.group(2))), timeout=2).close()
