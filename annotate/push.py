@@ -17,8 +17,8 @@ from quantmedic.taxonomy.records import Verdict
 
 from .connection import AnnotateError, ArgillaTarget, connect, workspace
 from .sampling import STRATIFY, Sampled, stratified_sample
-from .settings import (DEFAULT_MAX_STEPS, WEIGHT, category_labels, guidelines, record_fields, record_metadata,
-                       record_suggestions, step_label, step_labels, subtype_labels)
+from .settings import (DEFAULT_MAX_STEPS, METADATA, WEIGHT, category_labels, guidelines, record_fields, record_metadata,
+                       record_suggestions, step_labels, subtype_labels)
 
 
 @dataclass(frozen=True)
@@ -66,8 +66,7 @@ def dataset_settings(taxonomy: Taxonomy, *, max_steps: int = DEFAULT_MAX_STEPS, 
                    rg.LabelQuestion(name="category", title="Error category", labels=category_labels(taxonomy)),
                    rg.LabelQuestion(name="subtype", title="Error subtype", labels=subtype_labels(taxonomy)),
                    rg.TextQuestion(name="comment", title="Comment", required=False)],
-        metadata=[rg.TermsMetadataProperty(name=name) for name in
-                  ("model", "quantization", "subject", "level", "judge", "judge_category", "stratum")]
+        metadata=[rg.TermsMetadataProperty(name=name) for name in METADATA]
                  + [rg.FloatMetadataProperty(name=WEIGHT, visible_for_annotators=False)],
         distribution=rg.TaskDistribution(min_submitted=overlap),
     )

@@ -11,8 +11,6 @@ import html
 from quantmedic.taxonomy.model import NO_ERROR, Taxonomy
 from quantmedic.taxonomy.records import Verdict
 
-FIELDS = ("problem", "solution", "reference_answer", "judge_explanation")
-QUESTIONS = ("judge_correct", "first_wrong_step", "category", "subtype", "comment")
 METADATA = ("model", "quantization", "subject", "level", "judge", "judge_category", "stratum")
 WEIGHT = "sampling_weight"
 NO_STEP = "none"

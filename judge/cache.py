@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -80,8 +81,6 @@ class ResponseCache:
 
 def default_cache_path() -> Path:
     """``$QUANTMEDIC_CACHE_DIR/judge-responses.sqlite``, else under ``~/.cache/quantmedic``."""
-    import os
-
     base = os.environ.get("QUANTMEDIC_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "quantmedic")
     return Path(base) / "judge-responses.sqlite"

@@ -24,7 +24,7 @@ from quantmedic.judge.meta_eval import (MetaEvaluation, Prediction, evaluate, pe
 from quantmedic.judge.runner import combine_answers
 from quantmedic.taxonomy.errors import InputError
 from quantmedic.taxonomy.jsonl import write_atomic, write_records
-from quantmedic.taxonomy.records import Attempt, Usage, Verdict, content_id
+from quantmedic.taxonomy.records import Attempt, Verdict, content_id
 
 from .judging import JudgeJob, judge_config, judge_with_progress, open_endpoints, select_attempts
 from .plots import reliability_plot, step_confusion_plot

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,6 +20,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from quantmedic.judge.embedded import free_port
 
 from .support.argilla_server import (
     annotator_records,
@@ -240,7 +241,7 @@ def test_serve_restart_keeps_data_and_ctrl_c_stops_everything(argilla, tmp_path)
     home = tmp_path / "home"
     python = argilla.server_python
     for run in (1, 2):
-        port = _free_port()
+        port = free_port()
         serve = subprocess.Popen(
             [sys.executable, "-m", "quantmedic.pipelines.cli", "annotate", "serve", "--home", str(home), "--port",
              str(port), "--python", python, "--annotators", "1"],
@@ -286,9 +287,3 @@ def test_serve_restart_keeps_data_and_ctrl_c_stops_everything(argilla, tmp_path)
 
 def _account(home: Path, username: str) -> dict:
     return next(a for a in json.loads((home / "accounts.json").read_text()) if a["username"] == username)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

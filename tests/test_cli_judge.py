@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 
 from quantmedic.taxonomy.jsonl import read_records
 from quantmedic.taxonomy.records import Verdict

@@ -2,7 +2,6 @@
 the `quantmedic` command, and never the bare top-level names (taken on PyPI)."""
 
 import subprocess
-import sys
 import venv
 from pathlib import Path
 
