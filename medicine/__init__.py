@@ -1,1 +1,6 @@
-"""quantmedic.medicine (see the open issues for what it will hold)."""
+"""quantmedic.medicine: from diagnosed failures to a targeted DPO preference dataset.
+
+``diagnoses`` resolves each verdict against its human reviews, ``contamination`` keeps evaluation
+problems out, ``selection`` draws the failures to treat, ``pairs`` turns them into preference pairs
+with lineage, ``export`` writes the Hugging Face dataset and its card, ``build`` runs them in order.
+"""

@@ -231,3 +231,55 @@ class Review(_Record):
     def accepts(self) -> bool:
         """The annotator's step and category are the judge's: the diagnosis stands."""
         return self.accepts_step and self.category == self.judge.category
+
+
+class Message(_Record):
+    """One chat message, as TRL's conversational datasets hold them."""
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+PairKind = Literal["solution", "step"]
+ChosenSource = Literal["full-precision", "resample", "reference"]
+DiagnosisSource = Literal["judge", "human-accepted", "human-corrected"]
+
+
+class PreferencePair(_Record):
+    """One DPO preference pair of the medicine, in TRL's conversational format, with its lineage.
+
+    ``prompt`` is the problem in the generation format; ``rejected`` is the quantized model's failed
+    solution and ``chosen`` a correct one. A ``step`` pair's two solutions share their first
+    ``shared_prefix_steps`` steps (up to the first wrong step) and differ from there.
+    """
+
+    id: str = ""
+    prompt: tuple[Message, ...] = Field(min_length=1)
+    chosen: tuple[Message, ...] = Field(min_length=1)
+    rejected: tuple[Message, ...] = Field(min_length=1)
+    kind: PairKind = "solution"
+    shared_prefix_steps: int | None = Field(None, ge=0)
+    problem_id: str
+    problem_source: str | None = None
+    problem_source_id: str | None = None
+    category: str = Field(description="The error category the pair treats.")
+    subtype: str | None = None
+    first_wrong_step: int = Field(ge=0, description="0-based index of the rejected solution's first wrong step.")
+    diagnosis_source: DiagnosisSource = "judge"
+    verdict_id: str
+    judge_model: str
+    review_ids: tuple[str, ...] = ()
+    rejected_attempt_id: str
+    rejected_model: str
+    rejected_quantization: str | None = None
+    chosen_source: ChosenSource
+    chosen_attempt_id: str | None = None
+    chosen_model: str | None = None
+
+    @model_validator(mode="after")
+    def _derive_id(self) -> "PreferencePair":
+        if not self.id:
+            payload = {"prompt": [m.model_dump() for m in self.prompt], "chosen": [m.model_dump() for m in self.chosen],
+                       "rejected": [m.model_dump() for m in self.rejected]}
+            object.__setattr__(self, "id", content_id("pp", payload))
+        return self

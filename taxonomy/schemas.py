@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .records import Attempt, Problem, Review, Verdict
+from .records import Attempt, PreferencePair, Problem, Review, Verdict
 
-RECORDS = {"problem": Problem, "attempt": Attempt, "verdict": Verdict, "review": Review}
+RECORDS = {"problem": Problem, "attempt": Attempt, "verdict": Verdict, "review": Review,
+           "preference_pair": PreferencePair}
 
 
 def record_schemas() -> dict[str, dict]:

@@ -1,0 +1,182 @@
+"""``quantmedic medicine build``: verdicts (+ reviews) + attempts → a targeted preference dataset folder.
+
+Steps, in order: resolve the diagnoses (reviews win), drop problems of the evaluation split (the
+contamination guard), draw failures by strategy under the budget, pair each with a correct
+solution, export. The folder is written next to its final place and renamed in one move; a rerun
+with the same inputs and settings finds it done, and a different build never overwrites it
+unless asked to.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import shutil
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from quantmedic.judge.adapters import load_attempts
+from quantmedic.taxonomy.errors import InputError
+from quantmedic.taxonomy.jsonl import read_records
+from quantmedic.taxonomy.records import Attempt, Problem, Review, Verdict
+
+from . import export
+from .contamination import problem_key, problem_keys
+from .diagnoses import Diagnosis, resolve
+from .pairs import CHOSEN_SOURCES, build_pairs
+from .selection import STRATEGIES, select
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    """How to build the medicine (recorded in ``medicine.json`` and the card)."""
+
+    budget: int = 545
+    strategy: str = "error-weighted"
+    seed: int = 0
+    chosen: tuple[str, ...] = CHOSEN_SOURCES
+    step_level: bool = False
+    max_per_problem: int = 1
+    exclude_categories: tuple[str, ...] = ()
+    allow_eval_overlap: bool = False
+    reviews: bool = False
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
+        unknown = [c for c in self.chosen if c not in CHOSEN_SOURCES]
+        if unknown or not self.chosen:
+            raise ValueError(f"--chosen takes a comma-separated order of {', '.join(CHOSEN_SOURCES)}")
+        if self.budget < 1 or self.max_per_problem < 1:
+            raise ValueError("the budget and --max-per-problem must be at least 1")
+
+
+@dataclass
+class MedicineInputs:
+    """What the build reads, already parsed."""
+
+    verdicts: list[Verdict]
+    attempts: list[Attempt]
+    reviews: list[Review] | None = None
+    eval_problems: list[Problem] | None = None
+    files: dict[str, Any] = field(default_factory=dict)
+
+
+def read_inputs(verdicts: Sequence[Path], attempts: Sequence[Path], reviews: Path | None = None,
+                eval_problems: list[Problem] | None = None) -> MedicineInputs:
+    """Read the files (errors name the file, line and field)."""
+    all_verdicts = [v for path in verdicts for v in read_records(path, Verdict)]
+    all_attempts = [a for path in attempts for a in load_attempts(path)]
+    review_list = read_records(reviews, Review) if reviews else None
+    files = {"verdicts": [str(p) for p in verdicts], "attempts": [str(p) for p in attempts],
+             "reviews": str(reviews) if reviews else None}
+    return MedicineInputs(all_verdicts, all_attempts, review_list, eval_problems, files)
+
+
+def guard(diagnoses: list[Diagnosis], eval_problems: list[Problem] | None,
+          allow: bool) -> tuple[list[Diagnosis], dict[str, Any]]:
+    """Drop the diagnoses whose problem is in the evaluation split (unless ``allow``), and say what happened."""
+    if eval_problems is None:
+        return diagnoses, {"checked": False, "summary": "no evaluation split was given; `quantmedic evaluate` leaves "
+                                                        "the medicine's problems out of its measurements"}
+    keys = problem_keys(eval_problems)
+    overlapping = [d for d in diagnoses if problem_key(d.attempt.problem) in keys]
+    n_problems = len({d.attempt.problem.id for d in overlapping})
+    report = {"checked": True, "evaluation_problems": len(keys), "overlapping_failures": len(overlapping),
+              "overlapping_problems": n_problems, "allowed": allow}
+    if allow:
+        report["summary"] = (f"{len(overlapping)} failures on {n_problems} problems of the evaluation split were "
+                             "KEPT (--allow-eval-overlap): accuracy measured on those problems is contaminated")
+        return diagnoses, report
+    report["summary"] = (f"{len(overlapping)} failures on {n_problems} of the {len(keys)} evaluation problems "
+                         "were left out")
+    kept = [d for d in diagnoses if problem_key(d.attempt.problem) not in keys]
+    return kept, report
+
+
+def fingerprint(inputs: MedicineInputs, settings: BuildSettings) -> str:
+    """A hash of everything the medicine depends on: the records read and the settings."""
+    digest = hashlib.sha256()
+    for v in inputs.verdicts:
+        digest.update(v.id.encode() + v.status.encode() + str((v.first_wrong_step, v.category, v.subtype)).encode())
+    for a in inputs.attempts:
+        digest.update(a.id.encode() + str(a.correct).encode())
+    for r in inputs.reviews or ():
+        digest.update(r.model_dump_json(exclude={"verdict"}).encode())
+    for p in inputs.eval_problems or ():
+        digest.update(problem_key(p).encode())
+    digest.update(json.dumps(asdict(settings), sort_keys=True).encode())
+    return digest.hexdigest()[:16]
+
+
+def build(inputs: MedicineInputs, settings: BuildSettings) -> tuple[list, dict[str, Any]]:
+    """The pairs and the build report (pure: no files touched)."""
+    diagnoses, skipped = resolve(inputs.verdicts, inputs.reviews)
+    excluded = Counter(d.category for d in diagnoses if d.category in settings.exclude_categories)
+    diagnoses = [d for d in diagnoses if d.category not in settings.exclude_categories]
+    for category, n in excluded.items():
+        skipped[f"category {category} excluded"] += n
+    diagnoses, contamination = guard(diagnoses, inputs.eval_problems, settings.allow_eval_overlap)
+    selection = select(diagnoses, settings.budget, settings.strategy, seed=settings.seed,  # type: ignore[arg-type]
+                       max_per_problem=settings.max_per_problem)
+    pairs, notes = build_pairs(selection.chosen, inputs.attempts, order=settings.chosen, step_level=settings.step_level)
+    taxonomies = sorted({v.taxonomy for v in inputs.verdicts})
+    report = {
+        "quantmedic_version": importlib.metadata.version("quantmedic"),
+        "fingerprint": fingerprint(inputs, settings),
+        "settings": {**asdict(settings), "chosen": list(settings.chosen),
+                     "exclude_categories": list(settings.exclude_categories)},
+        "inputs": {**inputs.files, "verdicts_read": len(inputs.verdicts), "attempts_read": len(inputs.attempts),
+                   "reviews_read": len(inputs.reviews) if inputs.reviews is not None else None},
+        "taxonomy": ", ".join(taxonomies),
+        "diagnoses": len(diagnoses),
+        "skipped": dict(sorted(skipped.items())),
+        "contamination": contamination,
+        "selection": {"available": selection.available, "allocated": selection.allocated,
+                      "selected": len(selection.chosen)},
+        "pairs": len(pairs),
+        "pair_notes": dict(sorted(notes.items())),
+        "categories": dict(Counter(p.category for p in pairs).most_common()),
+        "chosen_sources": dict(Counter(p.chosen_source for p in pairs).most_common()),
+        "problem_keys": sorted({problem_key(d.attempt.problem) for d in selection.chosen}),
+    }
+    return pairs, report
+
+
+def write(out_dir: str | Path, pairs: list, report: dict[str, Any], *, overwrite: bool = False) -> str:
+    """Write the folder; returns ``written``, or ``unchanged`` when the same build is already there."""
+    out_dir = Path(out_dir)
+    existing = out_dir / "medicine.json"
+    if existing.is_file():
+        try:
+            if json.loads(existing.read_text(encoding="utf-8")).get("fingerprint") == report["fingerprint"]:
+                return "unchanged"
+        except json.JSONDecodeError:
+            pass
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise InputError(out_dir, "is not empty and holds another build; choose another --out or pass --overwrite",
+                         field="--out")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.with_name(f".{out_dir.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    export.save(tmp, pairs, report)
+    old = out_dir.with_name(f".{out_dir.name}.old")
+    if out_dir.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        out_dir.rename(old)
+    tmp.rename(out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+    return "written"
+
+
+def read_report(medicine_dir: str | Path) -> dict[str, Any]:
+    """The ``medicine.json`` of a medicine folder."""
+    path = Path(medicine_dir) / "medicine.json"
+    if not path.is_file():
+        raise InputError(medicine_dir, "is not a medicine folder (no medicine.json); build one with "
+                                       "`quantmedic medicine build`")
+    return json.loads(path.read_text(encoding="utf-8"))

@@ -1,0 +1,95 @@
+"""The diagnosis each selected failure is treated for: the judge's, or the humans' where they reviewed it.
+
+Only scored verdicts are diagnoses. When reviews are given, only reviewed verdicts count: a verdict
+that its reviewers accept keeps the judge's answer, one they correct takes theirs (corrections
+win), and one whose reviewers disagree with each other, or who say no step is wrong, is left out.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from quantmedic.taxonomy.model import NO_ERROR
+from quantmedic.taxonomy.records import DiagnosisSource, Review, Verdict
+
+Source = DiagnosisSource
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """A failed attempt with the first wrong step and error category it is treated for."""
+
+    verdict: Verdict
+    first_wrong_step: int
+    category: str
+    subtype: str | None
+    source: Source
+    review_ids: tuple[str, ...] = ()
+
+    @property
+    def attempt(self):
+        return self.verdict.attempt
+
+
+def _human_answer(review: Review) -> tuple[int | None, str | None, str | None]:
+    """What one reviewer says is right: their own fields, or the judge's claim when they accept it."""
+    if review.first_wrong_step is None and review.category is None:
+        if review.judge_correct:
+            return review.judge.first_wrong_step, review.judge.category, review.judge.subtype
+        return None, None, None
+    return review.first_wrong_step, review.category, review.subtype
+
+
+def resolve(verdicts: Sequence[Verdict], reviews: Iterable[Review] | None = None) -> tuple[list[Diagnosis], Counter]:
+    """The diagnoses to treat, and why each other verdict was left out (reason → count).
+
+    >>> from quantmedic.taxonomy.records import Attempt, Problem
+    >>> a = Attempt(problem=Problem(text="1+1?"), steps=("Step 1: 1+1=3",), correct=False)
+    >>> v = Verdict(attempt=a, status="ok", first_wrong_step=0, category="execution",
+    ...             subtype="computational_error", judge_model="j", taxonomy="t@1")
+    >>> [d.source for d in resolve([v])[0]]
+    ['judge']
+    """
+    by_verdict: dict[str, list[Review]] = defaultdict(list)
+    for review in reviews or ():
+        by_verdict[review.verdict_id].append(review)
+    humans = reviews is not None
+    kept: list[Diagnosis] = []
+    skipped: Counter = Counter()
+    for verdict in verdicts:
+        if not verdict.is_diagnosis:
+            skipped["unscored"] += 1
+        elif verdict.category in (None, NO_ERROR) or verdict.first_wrong_step in (None, -1):
+            skipped["judge found no wrong step"] += 1
+        elif verdict.attempt.correct is not False:
+            skipped["attempt is not graded wrong"] += 1
+        elif not humans:
+            kept.append(Diagnosis(verdict, verdict.first_wrong_step, verdict.category, verdict.subtype, "judge"))
+        elif not by_verdict.get(verdict.id):
+            skipped["not reviewed"] += 1
+        else:
+            diagnosis, reason = _from_reviews(verdict, by_verdict[verdict.id])
+            if diagnosis is None:
+                skipped[reason] += 1
+            else:
+                kept.append(diagnosis)
+    return kept, skipped
+
+
+def _from_reviews(verdict: Verdict, reviews: list[Review]) -> tuple[Diagnosis | None, str]:
+    answers = Counter(_human_answer(r) for r in reviews)
+    ranked = answers.most_common()
+    if len(ranked) > 1 and ranked[0][1] == ranked[1][1]:
+        return None, "reviewers disagree"
+    (step, category, subtype), _ = ranked[0]
+    if subtype is None and category == verdict.category:
+        subtype = verdict.subtype
+    if step is None or category is None:
+        return None, "rejected by a reviewer without a correction"
+    if step == -1 or category == NO_ERROR:
+        return None, "reviewers found no wrong step"
+    same = (step, category, subtype) == (verdict.first_wrong_step, verdict.category, verdict.subtype)
+    source: Source = "human-accepted" if same else "human-corrected"
+    return Diagnosis(verdict, step, category, subtype, source, tuple(sorted(r.id for r in reviews))), ""
