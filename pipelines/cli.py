@@ -316,9 +316,11 @@ def annotate_serve(
 
 from .commands_eval import register as _register_eval_commands  # noqa: E402
 from .commands_models import register as _register_model_commands  # noqa: E402
+from .commands_medicine import register as _register_medicine_commands  # noqa: E402
 
 _register_model_commands(app)
 _register_eval_commands(app)
+_register_medicine_commands(app)
 
 
 @app.command("taxonomy")
@@ -335,7 +337,7 @@ def show_taxonomy(
 
 @app.command()
 def schema(folder: Annotated[Path, typer.Argument(help="Folder to write the schemas into.")]) -> None:
-    """Write the JSON Schemas of the Problem, Attempt and Verdict records."""
+    """Write the JSON Schemas of the shared records (problem, attempt, verdict, review, preference pair)."""
     for path in write_schemas(folder):
         _stdout.print(f"wrote {path}")
 

@@ -74,6 +74,9 @@ def generate_command(
     concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight (openai).")] = 4,
     grade: Annotated[bool, typer.Option(help="Grade the attempts with math-verify once generation is done "
                                              "(as `quantmedic grade` does).")] = True,
+    adapter: Annotated[Optional[Path], typer.Option(help="A LoRA adapter folder (`quantmedic train dpo`) to apply; "
+                                                        "the attempts' model becomes MODEL+ADAPTER (transformers "
+                                                        "backend).")] = None,
 ) -> None:
     """Generate step-by-step solutions ("Step 1: ...", a final \\boxed{}) with a full-precision or quantized model."""
     import os
@@ -88,7 +91,7 @@ def generate_command(
         summary = generate(model, problems, out_path=out, backend=backend, n=n, temperature=temperature,  # type: ignore[arg-type]
                            top_p=top_p, max_tokens=max_tokens, seed=seed, kv_cache_dtype=kv_cache_dtype,
                            base_url=base_url, model_name=model_name, api_key=os.environ.get(api_key_env),
-                           batch_size=batch_size, concurrency=concurrency, console=_stderr)
+                           batch_size=batch_size, concurrency=concurrency, adapter=adapter, console=_stderr)
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
     _stderr.print(f"wrote {summary.written} attempts to {out} ({summary.skipped} of {summary.problems} problems were "

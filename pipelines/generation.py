@@ -320,23 +320,34 @@ def generate(model: str | Path, problems: Sequence[Problem], *, out_path: str | 
              base_url: str | None = None, model_name: str | None = None, api_key: str | None = None,
              batch_size: int = 8, concurrency: int = 4, system: str | None = None, device: str | None = None,
              quantization: Quantization | None = None, engine_options: dict | None = None,
-             console: Console | None = None) -> GenerationSummary:
+             adapter: str | Path | None = None, console: Console | None = None) -> GenerationSummary:
     """Generate ``n`` step-delimited solutions per problem and append them to ``out_path`` as Attempts.
 
     ``model``: a checkpoint folder or Hub id (for ``openai``, the label the attempts get);
     ``model_name``: the served model's name (default: ``model``). ``quantization`` overrides the
     record read from the checkpoint (for ``openai``, it is the only source: give the served model's). ``kv_cache_dtype`` (vLLM,
-    e.g. ``fp8``) is recorded in the attempts' Quantization.
+    e.g. ``fp8``) is recorded in the attempts' Quantization. ``adapter``: a LoRA adapter folder
+    (``quantmedic train dpo``) applied on top of the model (transformers backend); the attempts'
+    model label becomes ``MODEL+ADAPTER``.
     """
     settings = SamplingSettings(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed)
-    chosen = choose_backend(backend, base_url)
+    chosen = "transformers" if adapter is not None and backend == "auto" else choose_backend(backend, base_url)
     if kv_cache_dtype and chosen != "vllm":
         raise ValueError("--kv-cache-dtype needs the vllm backend")
     if quantization is None and chosen != "openai":
         quantization = quantization_of(model)
     label = model_label(model)
+    if adapter is not None and chosen != "transformers":
+        raise ValueError("--adapter needs the transformers backend (or merge the adapter with `train dpo --merge` "
+                         "and generate with the merged model)")
     make_engine: Callable[[], Engine]
-    if chosen == "transformers":
+    if adapter is not None:
+        from .dpo import adapted_label, load_with_adapter
+
+        label = adapted_label(model, adapter)
+        make_engine = lambda: TransformersEngine(load_with_adapter(model, adapter, device=device), batch_size=batch_size,
+                                                 system=system)
+    elif chosen == "transformers":
         make_engine = lambda: TransformersEngine(load_for_generation(model, device=device), batch_size=batch_size,
                                                  system=system)
     elif chosen == "vllm":

@@ -2,8 +2,8 @@
 
 It answers ``POST /v1/chat/completions`` with a valid judge answer computed from the prompt
 (first wrong step = min(1, last step), an execution/computational error, confidence 0.8; a model
-named ``say:STEP:CONFIDENCE`` answers that step, clamped to the last, with that confidence, and
-``say:-1:C`` says no step is wrong), after ``latency``
+named ``say:STEP:CONFIDENCE[:CATEGORY/SUBTYPE]`` answers that step, clamped to the last, with that
+confidence and error kind, and ``say:-1:C`` says no step is wrong), after ``latency``
 seconds and with at most ``slots`` requests served at once. Faults that real servers will not
 produce on demand are scripted through ``POST /admin/faults`` (a JSON list, one entry consumed per
 request; an empty script means "answer normally"):
@@ -39,12 +39,15 @@ def answer_for(prompt: str, kind: str = "ok", model: str = "") -> dict:
     match = STEPS.search(prompt)
     last = int(match.group(1)) if match else 0
     step, confidence = 1, 0.8
-    if model.startswith("say:"):  # a judge with a fixed opinion: "say:STEP:CONFIDENCE"
-        _, said, conf = model.split(":")
+    category, subtype = "execution", "computational_error"
+    if model.startswith("say:"):  # a judge with a fixed opinion: "say:STEP:CONFIDENCE[:CATEGORY/SUBTYPE]"
+        _, said, conf, *kind_of_error = model.split(":")
         step, confidence = int(said), float(conf)
+        if kind_of_error:
+            category, subtype = kind_of_error[0].split("/")
     step = min(step, last)
     answer = {"explanation": "The subtraction in this step is wrong.", "first_wrong_step": step,
-              "category": "execution", "subtype": "computational_error", "confidence": confidence}
+              "category": category, "subtype": subtype, "confidence": confidence}
     if step == -1:
         answer.update(explanation="Every step is right.", category="none", subtype="none")
     if kind == "bad_subtype":

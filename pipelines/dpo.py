@@ -1,0 +1,404 @@
+"""``quantmedic train dpo``: LoRA/QLoRA adapters trained with TRL's ``DPOTrainer`` on a medicine.
+
+How the base model is loaded depends on what it is:
+
+* full precision: as is (LoRA), or in bitsandbytes 4-bit NF4 with ``qlora`` (QLoRA);
+* GPTQ / AWQ (GPTQModel layers): as is, with LoRA on the listed projection modules (PEFT's
+  ``"all-linear"`` matches none of GPTQModel's layers, so the targets are found by name);
+* compressed-tensors (llm-compressor): dequantized on load (its packed layers take no adapters);
+* bitsandbytes checkpoints: as is, prepared for k-bit training.
+
+Pairs longer than ``max_length`` are refused with the numbers, never truncated (TRL would cut
+them silently). The adapter folder gets the adapter, ``quantmedic-train.json`` (settings, base,
+data, versions, time and peak memory), ``training-log.jsonl``, ``loss.png`` and, with ``merge``, a
+merged full model under ``merged/``. Trainer checkpoints go to ``checkpoints/``; a rerun with the
+same settings resumes from the last one, and a finished adapter is not trained again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import os
+import resource
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from quantmedic.taxonomy.errors import InputError
+from quantmedic.taxonomy.jsonl import write_atomic
+from quantmedic.taxonomy.records import Quantization
+
+from .quantize import default_cpu_workers, has_accelerator, quantization_of
+
+TRAIN_RECORD = "quantmedic-train.json"
+PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+VERSIONED = ("quantmedic", "torch", "transformers", "trl", "peft", "bitsandbytes", "accelerate", "datasets",
+             "gptqmodel", "compressed-tensors")
+
+
+class PairsTooLong(ValueError):
+    """Some pairs do not fit in ``max_length`` tokens (the message gives the numbers)."""
+
+
+@dataclass(frozen=True)
+class DPOSettings:
+    """The training settings (all recorded beside the adapter)."""
+
+    max_length: int = 2048
+    beta: float = 0.1
+    loss_type: str = "sigmoid"
+    learning_rate: float = 5e-5
+    epochs: float = 1.0
+    max_steps: int = -1
+    batch_size: int = 4
+    gradient_accumulation: int = 1
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    target_modules: tuple[str, ...] | None = None
+    qlora: bool = False
+    drop_long: bool = False
+    gradient_checkpointing: bool = False
+    save_steps: int = 50
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        if self.max_length < 16 or self.batch_size < 1 or self.lora_r < 1 or self.save_steps < 1:
+            raise ValueError("max_length must be at least 16, and batch_size, lora_r and save_steps at least 1")
+        if self.max_steps == 0 or (self.max_steps < 0 and self.epochs <= 0):
+            raise ValueError("train for at least one step (max_steps > 0, or epochs > 0)")
+
+
+# --- the base model ---
+
+def base_kind(quantization: Quantization | None, qlora: bool) -> str:
+    """How the base is loaded: ``full``, ``nf4`` (QLoRA), ``gptqmodel``, ``compressed-tensors-dequantized`` or ``bitsandbytes``.
+
+    >>> base_kind(None, qlora=True), base_kind(Quantization(method="gptq", bits=4), qlora=False)
+    ('nf4', 'gptqmodel')
+    """
+    if quantization is None or quantization.method == "none":
+        return "nf4" if qlora else "full"
+    if qlora:
+        raise ValueError(f"--qlora quantizes a full-precision base; this checkpoint is already {quantization.method} "
+                         f"({quantization.format}): train LoRA over it without --qlora")
+    if quantization.format == "compressed-tensors":
+        return "compressed-tensors-dequantized"
+    if quantization.method in ("gptq", "awq"):
+        return "gptqmodel"
+    if quantization.method == "bitsandbytes":
+        return "bitsandbytes"
+    raise ValueError(f"cannot train over a {quantization.method} ({quantization.format}) checkpoint")
+
+
+def load_base(model: str | Path, kind: str, *, device: str | None = None, for_training: bool = True) -> Any:
+    """Load the base model the way ``kind`` says (see the module docstring)."""
+    os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(default_cpu_workers()))
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    device = device or ("cuda" if has_accelerator() else "cpu")
+    options: dict[str, Any] = {"device_map": device}
+    if kind == "nf4":
+        from transformers import BitsAndBytesConfig
+
+        compute = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+        options["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                            bnb_4bit_compute_dtype=compute, bnb_4bit_use_double_quant=True)
+    elif kind == "compressed-tensors-dequantized":
+        from transformers import CompressedTensorsConfig
+
+        options["quantization_config"] = CompressedTensorsConfig(dequantize=True)
+    else:
+        options["dtype"] = "auto"
+    loaded = AutoModelForCausalLM.from_pretrained(str(model), **options)
+    if for_training and kind in ("nf4", "bitsandbytes"):
+        from peft import prepare_model_for_kbit_training
+
+        loaded = prepare_model_for_kbit_training(loaded, use_gradient_checkpointing=False)
+    return loaded
+
+
+def find_target_modules(model: Any, wanted: tuple[str, ...] | None = None) -> list[str]:
+    """The projection modules LoRA goes on: ``wanted`` if given (each must exist), else the usual seven found."""
+    names = {name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+             if name and not list(module.children()) and "lm_head" not in name}
+    if wanted:
+        missing = [w for w in wanted if w not in names]
+        if missing:
+            raise ValueError(f"--target-modules {', '.join(missing)}: no such module in the model "
+                             f"(it has {', '.join(sorted(n for n in names if not n.isdigit()))})")
+        return list(wanted)
+    found = [p for p in PROJECTIONS if p in names]
+    if not found:
+        raise ValueError("found none of the usual projection modules (q_proj, ..., down_proj); name the modules to "
+                         "adapt with --target-modules")
+    return found
+
+
+# --- the data ---
+
+def load_pairs(data: str | Path) -> Any:
+    """The ``train`` split of a medicine folder, a ``save_to_disk`` folder, or a Hub dataset id."""
+    from datasets import DatasetDict, load_dataset, load_from_disk
+
+    path = Path(data)
+    if (path / "hf" / "dataset_dict.json").is_file():
+        dataset = load_from_disk(str(path / "hf"))
+    elif (path / "dataset_dict.json").is_file() or (path / "dataset_info.json").is_file():
+        dataset = load_from_disk(str(path))
+    else:
+        dataset = load_dataset(str(data))
+    if isinstance(dataset, DatasetDict):
+        if "train" not in dataset:
+            raise InputError(data, f"has no train split (it has {', '.join(dataset)})")
+        dataset = dataset["train"]
+    missing = [c for c in ("prompt", "chosen", "rejected") if c not in dataset.column_names]
+    if missing:
+        raise InputError(data, "is not a preference dataset (TRL's prompt/chosen/rejected columns)", field=missing[0])
+    if len(dataset) == 0:
+        raise InputError(data, "holds no pairs")
+    return dataset
+
+
+def over_length(dataset: Any, max_length: int) -> list[tuple[int, int]]:
+    """(row, tokens) of each tokenized pair whose prompt + longer answer exceeds ``max_length``."""
+    rows = []
+    for i, (p, c, r) in enumerate(zip(dataset["prompt_ids"], dataset["chosen_ids"], dataset["rejected_ids"])):
+        n = len(p) + max(len(c), len(r))
+        if n > max_length:
+            rows.append((i, n))
+    return rows
+
+
+def too_long_message(long: list[tuple[int, int]], total: int, max_length: int) -> str:
+    longest = max(n for _, n in long)
+    return (f"{len(long)} of {total} pairs are longer than max_length={max_length} tokens (the longest has {longest}; "
+            f"rows {', '.join(str(i) for i, _ in long[:10])}{', ...' if len(long) > 10 else ''}). TRL would truncate "
+            f"them and train on cut-off solutions: raise --max-length to at least {longest}, or leave them out with "
+            "--drop-long")
+
+
+# --- the run ---
+
+def _versions() -> dict[str, str | None]:
+    found = {}
+    for name in VERSIONED:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def _data_fingerprint(dataset: Any) -> str:
+    digest = hashlib.sha256()
+    for row in dataset.select_columns(["prompt", "chosen", "rejected"]):
+        digest.update(json.dumps(row, sort_keys=True).encode())
+    return digest.hexdigest()[:16]
+
+
+def peak_memory() -> dict[str, float | None]:
+    """Peak resident memory of this process and peak GPU memory allocated, in GiB."""
+    import torch
+
+    scale = 1 if sys.platform == "darwin" else 1024
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**30
+    gpu = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
+    return {"peak_rss_gib": round(rss, 3), "peak_gpu_gib": None if gpu is None else round(gpu, 3)}
+
+
+def loss_plot(log_history: list[dict], path: str | Path) -> Path | None:
+    """DPO loss per step (and reward accuracy where logged)."""
+    from .plots import plt, save_figure
+
+    points = [(h["step"], h["loss"]) for h in log_history if "loss" in h and "step" in h]
+    if not points:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.plot(*zip(*points), marker="o", markersize=2.5, label="DPO loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    accuracy = [(h["step"], h["rewards/accuracies"]) for h in log_history if "rewards/accuracies" in h]
+    if accuracy:
+        twin = ax.twinx()
+        twin.plot(*zip(*accuracy), color="tab:green", alpha=0.6, label="reward accuracy")
+        twin.set_ylim(-0.02, 1.02)
+        twin.set_ylabel("reward accuracy")
+    ax.set_title("DPO training")
+    return save_figure(fig, path)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    out_dir: Path
+    status: str  # "trained" or "unchanged"
+    record: dict
+
+
+def _config_key(model: str, settings: DPOSettings, data_fingerprint: str) -> str:
+    payload = {"model": str(model), "settings": asdict(settings), "data": data_fingerprint}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=list).encode()).hexdigest()[:16]
+
+
+def train_dpo(model: str | Path, data: str | Path, out_dir: str | Path, settings: DPOSettings = DPOSettings(), *,
+              merge: bool = False, device: str | None = None, overwrite: bool = False) -> TrainResult:
+    """Train a LoRA adapter with DPO on the pairs in ``data``; see the module docstring for the files."""
+    from peft import LoraConfig
+    from transformers import AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    out_dir = Path(out_dir)
+    dataset = load_pairs(data)
+    fingerprint = _data_fingerprint(dataset)
+    key = _config_key(str(model), settings, fingerprint)
+    record_path = out_dir / TRAIN_RECORD
+    if record_path.is_file():
+        previous = json.loads(record_path.read_text(encoding="utf-8"))
+        if previous.get("config_key") == key:
+            if merge and not previous.get("merged"):
+                previous["merged"] = str(merge_adapter(model, out_dir, previous["base_load"], device=device))
+                write_atomic(record_path, [json.dumps(previous, indent=2) + "\n"])
+            return TrainResult(out_dir, "unchanged", previous)
+        if previous.get("config_key") != key and not overwrite:
+            raise InputError(out_dir, "holds an adapter trained with other settings or data; choose another --out "
+                                      "or pass --overwrite", field="--out")
+    checkpoints = out_dir / "checkpoints"
+    marker = out_dir / ".config_key"
+    if marker.is_file() and marker.read_text() != key:
+        if not overwrite:
+            raise InputError(out_dir, "holds checkpoints of a run with other settings or data; choose another --out "
+                                      "or pass --overwrite", field="--out")
+        shutil.rmtree(checkpoints, ignore_errors=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    marker.write_text(key)
+
+    quantization = quantization_of(model)
+    kind = base_kind(quantization, settings.qlora)
+    device = device or ("cuda" if has_accelerator() else "cpu")
+    tokenizer = AutoTokenizer.from_pretrained(str(model))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    started = time.monotonic()
+    base = load_base(model, kind, device=device)
+    targets = find_target_modules(base, settings.target_modules)
+    steps_given = settings.max_steps > 0
+    args = DPOConfig(
+        output_dir=str(checkpoints), beta=settings.beta, loss_type=[settings.loss_type],
+        learning_rate=settings.learning_rate, num_train_epochs=settings.epochs,
+        max_steps=settings.max_steps if steps_given else -1, per_device_train_batch_size=settings.batch_size,
+        gradient_accumulation_steps=settings.gradient_accumulation, max_length=None, logging_steps=1,
+        save_strategy="steps", save_steps=settings.save_steps, save_total_limit=2, report_to=[], seed=settings.seed,
+        use_cpu=device == "cpu", gradient_checkpointing=settings.gradient_checkpointing,
+        bf16=device == "cuda" and kind != "nf4" and _bf16_ok(), disable_tqdm=False)
+    lora = LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha, lora_dropout=settings.lora_dropout,
+                      target_modules=targets, task_type="CAUSAL_LM", bias="none")
+    trainer = DPOTrainer(model=base, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=lora)
+    long = over_length(trainer.train_dataset, settings.max_length)
+    dropped = 0
+    if long and not settings.drop_long:
+        raise PairsTooLong(too_long_message(long, len(trainer.train_dataset), settings.max_length))
+    if long:
+        keep = sorted(set(range(len(trainer.train_dataset))) - {i for i, _ in long})
+        if not keep:
+            raise PairsTooLong(too_long_message(long, len(trainer.train_dataset), settings.max_length))
+        trainer.train_dataset = trainer.train_dataset.select(keep)
+        dropped = len(long)
+    resume = checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*"))
+    output = trainer.train(resume_from_checkpoint=True if resume else None)
+    seconds = time.monotonic() - started
+    train_seconds = float(output.metrics.get("train_runtime", seconds))
+    pairs_seen = trainer.state.global_step * settings.batch_size * settings.gradient_accumulation
+    trainer.save_model(str(out_dir))
+    tokenizer.save_pretrained(str(out_dir))
+    history = trainer.state.log_history
+    write_atomic(out_dir / "training-log.jsonl", [json.dumps(h) + "\n" for h in history])
+    loss_plot(history, out_dir / "loss.png")
+    pairs = len(trainer.train_dataset)
+    record = {
+        "config_key": key, "base_model": str(model), "base_quantization": quantization.model_dump(mode="json")
+        if quantization else None, "base_load": kind, "target_modules": targets, "settings": asdict(settings),
+        "data": str(data), "data_fingerprint": fingerprint, "pairs": pairs, "pairs_dropped_too_long": dropped,
+        "steps": trainer.state.global_step, "resumed": resume, "seconds": round(seconds, 3),
+        "train_seconds": round(train_seconds, 3), "pairs_seen": pairs_seen,
+        "seconds_per_pair": round(train_seconds / max(pairs_seen, 1), 4), "device": device, **peak_memory(),
+        "final_loss": next((h["loss"] for h in reversed(history) if "loss" in h), None), "versions": _versions(),
+        "merged": None,
+    }
+    if merge:
+        record["merged"] = str(merge_adapter(model, out_dir, kind, device=device))
+    write_atomic(record_path, [json.dumps(record, indent=2) + "\n"])
+    return TrainResult(out_dir, "trained", record)
+
+
+def _bf16_ok() -> bool:
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def merge_adapter(model: str | Path, adapter_dir: str | Path, kind: str, *, device: str | None = None) -> Path:
+    """Merge the adapter into a full-precision copy of the base, saved under ``adapter_dir/merged``.
+
+    A QLoRA adapter merges into the unquantized base; GPTQ/AWQ integer weights cannot take a merge.
+    """
+    if kind in ("gptqmodel", "bitsandbytes"):
+        raise ValueError("an adapter over GPTQ/AWQ/bitsandbytes weights cannot be merged into them: load it with "
+                         "`--adapter`, or merge it into the full-precision model and quantize that again")
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
+    load_kind = "full" if kind == "nf4" else kind
+    base = load_base(model, load_kind, device=device, for_training=False)
+    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    if load_kind == "compressed-tensors-dequantized":
+        merged.config.quantization_config = None
+        if hasattr(merged, "hf_quantizer"):
+            merged.hf_quantizer = None
+    out = Path(adapter_dir) / "merged"
+    merged.save_pretrained(str(out))
+    AutoTokenizer.from_pretrained(str(adapter_dir)).save_pretrained(str(out))
+    return out
+
+
+def adapter_base_load(adapter_dir: str | Path) -> str | None:
+    """How the adapter's base was loaded for training (from its record), if it was made by quantmedic."""
+    path = Path(adapter_dir) / TRAIN_RECORD
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8")).get("base_load")
+
+
+def load_with_adapter(model: str | Path, adapter_dir: str | Path, *, device: str | None = None) -> Any:
+    """The base loaded as it was for training, with the adapter on top, ready for ``generate``."""
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
+    from .quantize import LoadedModel, model_label
+
+    adapter_dir = Path(adapter_dir)
+    if not (adapter_dir / "adapter_config.json").is_file():
+        raise InputError(adapter_dir, "is not a PEFT adapter folder (no adapter_config.json)", field="--adapter")
+    quantization = quantization_of(model)
+    kind = adapter_base_load(adapter_dir) or base_kind(quantization, qlora=False)
+    base = load_base(model, kind, device=device, for_training=False)
+    adapted = PeftModel.from_pretrained(base, str(adapter_dir))
+    adapted.eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(model))
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return LoadedModel(model=adapted, tokenizer=tokenizer, name=adapted_label(model, adapter_dir),
+                       quantization=quantization)
+
+
+def adapted_label(model: str | Path, adapter_dir: str | Path) -> str:
+    """The model label of attempts generated with an adapter: ``BASE+ADAPTER``."""
+    from .quantize import model_label
+
+    return f"{model_label(model)}+{Path(adapter_dir).name}"
