@@ -87,8 +87,9 @@ def dataset_card(pairs: Sequence[PreferencePair], report: dict[str, Any]) -> str
     settings = report.get("settings", {})
     front = ["---", f"license: {_card_licence(sources)}", "task_categories:", "- text-generation", "tags:", "- dpo",
              "- preference", "- math", "- quantization", "- quantmedic", "size_categories:", "- n<1K" if total < 1000
-             else "- 1K<n<10K", "configs:", "- config_name: default", "  data_files:", "  - split: train",
-             "    path: data/train-*", "---", ""]
+             else "- 1K<n<10K", "---", ""]
+    # No `configs:` block: `data/train-*` is found by its name, and with a `configs:` block datasets 5.2
+    # keys its cache on the block alone, so a folder rebuilt in place would load the old pairs.
     body = [
         "# A quantmedic medicine: targeted DPO preference pairs", "",
         f"{total} preference pairs that treat the math-reasoning failures of a quantized model. Each pair's "
