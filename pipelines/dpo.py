@@ -269,14 +269,11 @@ def train_dpo(model: str | Path, data: str | Path, out_dir: str | Path, settings
             raise InputError(out_dir, "holds an adapter trained with other settings or data; choose another --out "
                                       "or pass --overwrite", field="--out")
     checkpoints = out_dir / "checkpoints"
-    marker = out_dir / ".config_key"
-    if marker.is_file() and marker.read_text() != key:
-        if not overwrite:
-            raise InputError(out_dir, "holds checkpoints of a run with other settings or data; choose another --out "
-                                      "or pass --overwrite", field="--out")
-        shutil.rmtree(checkpoints, ignore_errors=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    marker.write_text(key)
+    marker = out_dir / ".config_key"  # which settings the checkpoints belong to
+    stale = marker.is_file() and marker.read_text() != key and any(checkpoints.glob("checkpoint-*"))
+    if stale and not overwrite:
+        raise InputError(out_dir, "holds checkpoints of a run with other settings or data; choose another --out "
+                                  "or pass --overwrite", field="--out")
 
     quantization = quantization_of(model)
     kind = base_kind(quantization, settings.qlora)
@@ -309,6 +306,10 @@ def train_dpo(model: str | Path, data: str | Path, out_dir: str | Path, settings
             raise PairsTooLong(too_long_message(long, len(trainer.train_dataset), settings.max_length))
         trainer.train_dataset = trainer.train_dataset.select(keep)
         dropped = len(long)
+    if stale:
+        shutil.rmtree(checkpoints, ignore_errors=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    marker.write_text(key)
     resume = checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*"))
     output = trainer.train(resume_from_checkpoint=True if resume else None)
     seconds = time.monotonic() - started

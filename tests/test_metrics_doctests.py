@@ -1,4 +1,4 @@
-"""The examples in the metrics modules' docstrings run and hold."""
+"""The examples in the docstrings of the metrics, medicine and training modules run and hold."""
 
 from __future__ import annotations
 
@@ -7,11 +7,14 @@ import importlib
 
 import pytest
 
-MODULES = ["_steps", "agreement", "bootstrap", "calibration", "intervals", "localization", "processbench"]
+MODULES = [f"quantmedic.judge.metrics.{name}" for name in
+           ("_steps", "agreement", "bootstrap", "calibration", "intervals", "localization", "processbench")]
+MODULES += [f"quantmedic.medicine.{name}" for name in ("contamination", "diagnoses", "pairs", "selection")]
+MODULES += ["quantmedic.pipelines.dpo", "quantmedic.pipelines.recovery"]
 
 
 @pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples(name):
-    module = importlib.import_module(f"quantmedic.judge.metrics.{name}")
+    module = importlib.import_module(name)
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0
