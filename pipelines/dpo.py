@@ -380,7 +380,7 @@ def load_with_adapter(model: str | Path, adapter_dir: str | Path, *, device: str
     from peft import PeftModel
     from transformers import AutoTokenizer
 
-    from .quantize import LoadedModel, model_label
+    from .quantize import LoadedModel
 
     adapter_dir = Path(adapter_dir)
     if not (adapter_dir / "adapter_config.json").is_file():

@@ -5,20 +5,17 @@ fixed-opinion judges, so the claims are known). Two annotator accounts submit, c
 draft and discard, as people do in the UI; every number in the report is checked by hand.
 """
 
-import asyncio
 import json
 
 import pytest
 
 from quantmedic.judge.adapters import load_attempts
-from quantmedic.judge.backend import ChatBackend, Endpoint
-from quantmedic.judge.runner import JudgeConfig, JudgeRun, JudgeSpec
 from quantmedic.judge.metrics import wilson_interval
 from quantmedic.taxonomy.jsonl import read_records, write_records
-from quantmedic.taxonomy.model import default_taxonomy
 from quantmedic.taxonomy.records import Review
 
 from .support import argilla_server as rest
+from .support.judging import judge_attempts
 from .test_cli_judge import cli
 
 pytestmark = pytest.mark.slow
@@ -26,24 +23,10 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def verdicts_file(tmp_path_factory, fault, processbench):
-    from quantmedic.judge.cache import ResponseCache
-
     attempts = [a for a in load_attempts(processbench) if a.correct is False][:6]
-    endpoint = Endpoint(fault.base_url, "fault")
-    backend = ChatBackend(endpoint)
     folder = tmp_path_factory.mktemp("verdicts")
-
-    async def go():
-        with ResponseCache(folder / "c.sqlite") as cache:
-            run = JudgeRun(JudgeConfig((JudgeSpec(endpoint),), default_taxonomy()), cache,
-                           {endpoint.cache_identity: backend})
-            try:
-                return await run.run(attempts)
-            finally:
-                await backend.close()
-
     fault.script([])
-    verdicts = asyncio.run(go())
+    verdicts = judge_attempts(fault.base_url, "fault", attempts, folder / "c.sqlite")
     assert all(v.status == "ok" and v.first_wrong_step == 1 for v in verdicts)
     return write_records(folder / "verdicts.jsonl", verdicts)
 

@@ -13,7 +13,7 @@ from quantmedic.pipelines.dpo import DPOSettings, train_dpo
 from quantmedic.pipelines.generation import generate
 from quantmedic.pipelines.quantize import quantize
 from quantmedic.taxonomy.jsonl import read_records, write_records
-from quantmedic.taxonomy.records import Attempt, Problem
+from quantmedic.taxonomy.records import Attempt
 
 from .support.tiny_model import calibration_texts, tiny_model
 from .test_cli_judge import cli

@@ -7,25 +7,20 @@ fixed-opinion judges, so each verdict's category is known. The chosen side comes
 file's 175B solutions (unquantized, another model) and the GSM8K reference solutions.
 """
 
-import asyncio
 import json
 from collections import Counter
 
 import pytest
 
 from quantmedic.judge.adapters import load_attempts
-from quantmedic.judge.backend import ChatBackend, Endpoint
-from quantmedic.judge.cache import ResponseCache
-from quantmedic.judge.runner import JudgeConfig, JudgeRun, JudgeSpec
-from quantmedic.medicine.build import BuildSettings, MedicineInputs, build
 from quantmedic.medicine.contamination import problem_key
 from quantmedic.medicine.diagnoses import resolve
 from quantmedic.medicine.pairs import build_pairs, reference_steps, step_text
 from quantmedic.medicine.selection import select
 from quantmedic.taxonomy.jsonl import read_records, write_records
-from quantmedic.taxonomy.model import default_taxonomy
-from quantmedic.taxonomy.records import Attempt, JudgeClaim, PreferencePair, Quantization, Review, Verdict
+from quantmedic.taxonomy.records import JudgeClaim, PreferencePair, Quantization, Review, Verdict
 
+from .support.judging import judge_attempts
 from .test_cli_judge import cli
 
 KINDS = {"execution": "execution/computational_error", "method": "method/procedural_error",
@@ -50,20 +45,9 @@ def verdicts(fault, solutions, tmp_path_factory):
         groups.append((f"say:1:0.9:{KINDS[category]}", failures[start:start + n]))
         start += n
     folder = tmp_path_factory.mktemp("medicine-verdicts")
-
-    async def judge(model, attempts):
-        endpoint = Endpoint(fault.base_url, model)
-        backend = ChatBackend(endpoint)
-        with ResponseCache(folder / f"{len(attempts)}.sqlite") as cache:
-            run = JudgeRun(JudgeConfig((JudgeSpec(endpoint),), default_taxonomy()), cache,
-                           {endpoint.cache_identity: backend})
-            try:
-                return await run.run(attempts)
-            finally:
-                await backend.close()
-
     fault.script([])
-    found = [v for model, attempts in groups for v in asyncio.run(judge(model, attempts))]
+    found = [v for model, attempts in groups
+             for v in judge_attempts(fault.base_url, model, attempts, folder / f"{len(attempts)}.sqlite")]
     assert Counter(v.category for v in found) == Counter(MIX)
     return write_records(folder / "verdicts.jsonl", found)
 
