@@ -311,10 +311,11 @@ def train_dpo(model: str | Path, data: str | Path, out_dir: str | Path, settings
     out_dir.mkdir(parents=True, exist_ok=True)
     marker.write_text(key)
     resume = checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*"))
+    start_step = _last_checkpoint_step(checkpoints) if resume else 0
     output = trainer.train(resume_from_checkpoint=True if resume else None)
     seconds = time.monotonic() - started
     train_seconds = float(output.metrics.get("train_runtime", seconds))
-    pairs_seen = trainer.state.global_step * settings.batch_size * settings.gradient_accumulation
+    pairs_seen = (trainer.state.global_step - start_step) * settings.batch_size * settings.gradient_accumulation
     trainer.save_model(str(out_dir))
     tokenizer.save_pretrained(str(out_dir))
     history = trainer.state.log_history
@@ -325,7 +326,7 @@ def train_dpo(model: str | Path, data: str | Path, out_dir: str | Path, settings
         "config_key": key, "base_model": str(model), "base_quantization": quantization.model_dump(mode="json")
         if quantization else None, "base_load": kind, "target_modules": targets, "settings": asdict(settings),
         "data": str(data), "data_fingerprint": fingerprint, "pairs": pairs, "pairs_dropped_too_long": dropped,
-        "steps": trainer.state.global_step, "resumed": resume, "seconds": round(seconds, 3),
+        "steps": trainer.state.global_step, "resumed": resume, "resumed_from_step": start_step, "seconds": round(seconds, 3),
         "train_seconds": round(train_seconds, 3), "pairs_seen": pairs_seen,
         "seconds_per_pair": round(train_seconds / max(pairs_seen, 1), 4), "device": device, **peak_memory(),
         "final_loss": next((h["loss"] for h in reversed(history) if "loss" in h), None), "versions": _versions(),
@@ -335,6 +336,12 @@ def train_dpo(model: str | Path, data: str | Path, out_dir: str | Path, settings
         record["merged"] = str(merge_adapter(model, out_dir, kind, device=device))
     write_atomic(record_path, [json.dumps(record, indent=2) + "\n"])
     return TrainResult(out_dir, "trained", record)
+
+
+def _last_checkpoint_step(checkpoints: Path) -> int:
+    """The step of the newest ``checkpoint-N`` folder (what a resumed run starts from)."""
+    steps = [int(p.name.split("-")[-1]) for p in checkpoints.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+    return max(steps, default=0)
 
 
 def _bf16_ok() -> bool:

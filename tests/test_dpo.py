@@ -150,3 +150,22 @@ def test_evaluate_reports_the_recovered_share_on_problems_outside_the_medicine(m
     assert report["gain"] == pytest.approx(0.2) and report["mcnemar_p"] == pytest.approx(0.21875)  # 2*(1+6)/64
     assert "recovered share of the lost accuracy: 50.0%" in result.stdout
     assert (tmp_path / "eval" / "recovery.png").stat().st_size > 5000
+
+
+def test_an_interrupted_training_resumes_from_its_last_checkpoint(tiny, medicine, tmp_path):
+    import shutil
+
+    out = tmp_path / "resumed"
+    settings = DPOSettings(max_steps=4, batch_size=2, learning_rate=1e-3, max_length=1024, save_steps=2)
+    train_dpo(tiny, medicine, out, settings)
+    # as if the run had died after saving checkpoint-2: nothing of what came later is on disk
+    shutil.rmtree(out / "checkpoints" / "checkpoint-4")
+    for name in ("quantmedic-train.json", "adapter_model.safetensors", "training-log.jsonl"):
+        (out / name).unlink()
+    result = train_dpo(tiny, medicine, out, settings)
+    record = result.record
+    assert result.status == "trained" and record["resumed"] and record["resumed_from_step"] == 2
+    assert record["steps"] == 4 and record["pairs_seen"] == 4  # only steps 3 and 4 ran in the second call
+    log = [json.loads(line) for line in (out / "training-log.jsonl").read_text().splitlines()]
+    assert [h["step"] for h in log if "loss" in h] == [1, 2, 3, 4]  # steps 1-2 restored, 3-4 trained again
+    assert lora_b_norm(out) > 0
