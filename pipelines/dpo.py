@@ -265,7 +265,7 @@ def train_dpo(model: str | Path, data: str | Path, out_dir: str | Path, settings
                 previous["merged"] = str(merge_adapter(model, out_dir, previous["base_load"], device=device))
                 write_atomic(record_path, [json.dumps(previous, indent=2) + "\n"])
             return TrainResult(out_dir, "unchanged", previous)
-        if previous.get("config_key") != key and not overwrite:
+        if not overwrite:
             raise InputError(out_dir, "holds an adapter trained with other settings or data; choose another --out "
                                       "or pass --overwrite", field="--out")
     checkpoints = out_dir / "checkpoints"
@@ -308,6 +308,9 @@ def train_dpo(model: str | Path, data: str | Path, out_dir: str | Path, settings
         dropped = len(long)
     if stale:
         shutil.rmtree(checkpoints, ignore_errors=True)
+    if record_path.is_file():  # replacing another adapter (--overwrite): its record and merged model go first
+        record_path.unlink()
+        shutil.rmtree(out_dir / "merged", ignore_errors=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     marker.write_text(key)
     resume = checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*"))
