@@ -22,6 +22,17 @@ medicine_app = typer.Typer(no_args_is_help=True, help="Build the [bold]medicine[
 train_app = typer.Typer(no_args_is_help=True, help="[bold]Train[/bold] adapters on a medicine.")
 
 
+def _require(modules: tuple[str, ...], extra: str) -> None:
+    """Exit 2 with the install line when an optional dependency is missing."""
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        _stderr.print(f"[red]error:[/red] this command needs {', '.join(missing)}: pip install "
+                      f"\"quantmedic[{extra}]\"", highlight=False)
+        raise typer.Exit(2)
+
+
 def _split_csv(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
@@ -61,6 +72,7 @@ def build_command(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a different medicine in --out.")] = False,
 ) -> None:
     """[bold]Build[/bold] DPO preference pairs from diagnosed failures: targeted by error category, with lineage, as a Hugging Face dataset."""
+    _require(("datasets",), "hf")
     from quantmedic.medicine.build import BuildSettings, build, read_inputs, write
     from quantmedic.medicine.export import hub_token, push_to_hub as push
 
@@ -153,6 +165,7 @@ def train_dpo_command(
                                                                 "in --out.")] = False,
 ) -> None:
     """[bold]Train[/bold] a LoRA/QLoRA adapter with TRL's DPO trainer on a medicine."""
+    _require(("torch", "transformers", "trl", "peft", "datasets"), "quantize,train")
     from .dpo import DPOSettings, PairsTooLong, train_dpo
 
     try:
