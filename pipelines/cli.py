@@ -317,10 +317,12 @@ def annotate_serve(
 from .commands_eval import register as _register_eval_commands  # noqa: E402
 from .commands_models import register as _register_model_commands  # noqa: E402
 from .commands_medicine import register as _register_medicine_commands  # noqa: E402
+from .commands_study import register as _register_study_commands  # noqa: E402
 
 _register_model_commands(app)
 _register_eval_commands(app)
 _register_medicine_commands(app)
+_register_study_commands(app)
 
 
 @app.command("taxonomy")
