@@ -134,6 +134,15 @@ def _verdicts(files: StudyFiles) -> dict[str, list[Verdict]]:
     return found
 
 
+def _taxonomy_categories(files: StudyFiles) -> list[str]:
+    from quantmedic.taxonomy.model import load_taxonomy
+
+    try:
+        return list(load_taxonomy(files.lock.get("config", {}).get("taxonomy")).category_ids)
+    except (InputError, OSError):
+        return []
+
+
 def categories_section(files: StudyFiles) -> Section:
     verdicts = _verdicts(files)
     mix = {q: Counter(v.category for v in vs if v.is_diagnosis and v.category) for q, vs in verdicts.items()}
@@ -153,14 +162,15 @@ def categories_section(files: StudyFiles) -> Section:
         ax.set_title("Error-category mix per model")
         figures.append(("categories", fig))
         size = files.lock.get("config", {}).get("model", {}).get("size") or "one size"
-        angles = np.linspace(0, 2 * np.pi, len(categories), endpoint=False).tolist()
+        axes = list(dict.fromkeys([*_taxonomy_categories(files), *categories]))  # every category, seen or not
+        angles = np.linspace(0, 2 * np.pi, len(axes), endpoint=False).tolist()
         fig = plt.figure(figsize=(4.8, 4.8))
         ax = fig.add_subplot(projection="polar")
         for q, counts in mix.items():
-            values = [counts[c] / max(sum(counts.values()), 1) for c in categories]
+            values = [counts[c] / max(sum(counts.values()), 1) for c in axes]
             ax.plot(angles + angles[:1], values + values[:1], label=q)
             ax.fill(angles + angles[:1], values + values[:1], alpha=0.15)
-        ax.set_xticks(angles, categories)
+        ax.set_xticks(angles, axes)
         ax.set_title(f"Error categories, model size {size}")
         ax.legend(fontsize=8, loc="lower right")
         figures.append((f"radar-{size}", fig))

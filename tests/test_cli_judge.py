@@ -18,9 +18,9 @@ from .support.servers import fault_server
 SECRET = "sk-test-SECRET-4f9a1c"
 
 
-def cli(*args, env=None, **kwargs) -> subprocess.CompletedProcess:
+def cli(*args, env=None, timeout=300, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "quantmedic.pipelines.cli", *map(str, args)], capture_output=True,
-                          text=True, env={**os.environ, "COLUMNS": "200", **(env or {})}, timeout=300, **kwargs)
+                          text=True, env={**os.environ, "COLUMNS": "200", **(env or {})}, timeout=timeout, **kwargs)
 
 
 def test_judges_shipped_gsm8k_failures_and_keeps_the_key_secret(faults, tmp_path):
