@@ -103,6 +103,50 @@ def build_command(
         _stderr.print(f"pushed to {url}", highlight=False)
 
 
+@medicine_app.command("continue", epilog="Then: quantmedic medicine build --step-level --attempts OUT ... "
+                                         "Exit codes: 0 done, 2 bad input.")
+def continue_command(
+    model: Annotated[str, typer.Argument(help="The model that continues: the quantized model (its correct "
+                                              "continuations are resamples) or the full-precision one.")],
+    verdicts: Annotated[list[Path], typer.Option("--verdicts", "-v", help="Verdicts JSONL (repeatable).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Continuations JSONL (graded Attempts).")],
+    reviews: Annotated[Optional[Path], typer.Option("--reviews", "-r", help="Reviews JSONL: continue from the "
+                                                                            "humans' first wrong step.")] = None,
+    n: Annotated[int, typer.Option("--n", min=1, help="Continuations per failure.")] = 4,
+    temperature: Annotated[float, typer.Option(min=0.0)] = 0.8,
+    top_p: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.95,
+    max_tokens: Annotated[int, typer.Option(min=1)] = 512,
+    seed: Annotated[int, typer.Option()] = 0,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Only the first N failures.")] = None,
+    batch_size: Annotated[int, typer.Option(min=1)] = 8,
+    device: Annotated[Optional[str], typer.Option(help="cuda or cpu (default: cuda when available).")] = None,
+) -> None:
+    """[bold]Continue[/bold] each diagnosed failure from just before its first wrong step, sample and grade: correct continuations make step-level pairs."""
+    _require(("torch", "transformers"), "quantize")
+    from quantmedic.medicine.diagnoses import resolve
+    from quantmedic.taxonomy.jsonl import read_records, write_records
+    from quantmedic.taxonomy.records import Review, Verdict
+
+    from .continuations import continue_failures
+    from .grading import grade_attempts
+
+    if out.exists():
+        raise InputError(out, "exists; continuations are not appended to or replaced: choose another --out",
+                         field="--out")
+    diagnoses, _ = resolve([v for p in verdicts for v in read_records(p, Verdict)],
+                           read_records(reviews, Review) if reviews else None)
+    diagnoses = diagnoses[:limit] if limit else diagnoses
+    if not diagnoses:
+        raise InputError(verdicts[0], "no usable diagnosis to continue from (unscored, unreviewed or no wrong step)")
+    made = continue_failures(model, diagnoses, n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
+                             seed=seed, batch_size=batch_size, device=device)
+    graded = grade_attempts(made)
+    write_records(out, graded)
+    right = {a.sampling.extra["continues"] for a in graded if a.correct}
+    _stderr.print(f"wrote {len(graded)} continuations of {len(diagnoses)} failures to {out}: "
+                  f"{sum(a.correct is True for a in graded)} correct, covering {len(right)} failures", highlight=False)
+
+
 def _why_none(report: dict) -> str:
     reasons = {**report["skipped"], **report["pair_notes"]}
     if report["diagnoses"] == 0:

@@ -341,7 +341,7 @@ def _review_stage(study: Study, q: QuantizationSpec, taxonomy) -> str:
     if study.start is not None and STAGE_KINDS.index("review") < STAGE_KINDS.index(study.start):
         study.folder(name)
         return name
-    key = digest(name, a.model_dump(exclude={"api_key_env", "api_url"}), [study.out(f"judge:{L}")]) \
+    key = digest(name, a.model_dump(exclude={"api_key_env", "api_url", "min_reviewed"}), [study.out(f"judge:{L}")]) \
         if study.state.get(f"judge:{L}", {}).get("status") == "done" else None
     if key is None or (study.until is not None and STAGE_KINDS.index("review") > STAGE_KINDS.index(study.until)):
         return name
@@ -353,7 +353,7 @@ def _review_stage(study: Study, q: QuantizationSpec, taxonomy) -> str:
     from quantmedic.annotate.pull import pull
 
     verdicts = read_records(study.folder(f"judge:{L}") / "verdicts.jsonl", Verdict)
-    reviews, counts = pull(target(), dataset, verdicts)
+    reviews, _counts = pull(target(), dataset, verdicts)
     pushed = json.loads((folder / "pushed.json").read_text())["records"]
     reviewed = len({r.verdict_id for r in reviews})
     write_records(folder / "reviews.jsonl", reviews)

@@ -169,3 +169,24 @@ def test_an_interrupted_training_resumes_from_its_last_checkpoint(tiny, medicine
     log = [json.loads(line) for line in (out / "training-log.jsonl").read_text().splitlines()]
     assert [h["step"] for h in log if "loss" in h] == [1, 2, 3, 4]  # steps 1-2 restored, 3-4 trained again
     assert lora_b_norm(out) > 0
+
+
+def test_continuations_start_exactly_at_the_first_wrong_step(tiny, verdicts, tmp_path):  # noqa: F811
+    from quantmedic.medicine.pairs import shares_prefix
+    from quantmedic.taxonomy.records import Verdict
+
+    out = tmp_path / "continuations.jsonl"
+    result = cli("medicine", "continue", tiny, "-v", verdicts, "--limit", "3", "--n", "2", "--max-tokens", "32",
+                 "-o", out)
+    assert result.returncode == 0, result.stderr
+    made = read_records(out, Attempt)
+    by_attempt = {v.attempt.id: v for v in read_records(verdicts, Verdict)}
+    assert len(made) == 6 and all(a.grading for a in made) and {a.model for a in made} == {"tiny-qwen2"}
+    for attempt in made:
+        verdict = by_attempt[attempt.sampling.extra["continues"]]
+        k = attempt.sampling.extra["prefix_steps"]
+        assert k == verdict.first_wrong_step == 1 and attempt.steps[:k] == verdict.attempt.steps[:k]
+        assert shares_prefix(attempt.steps, verdict.attempt.steps, k) and attempt.steps[k].startswith("Step 2:")
+        assert attempt.sampling.sample_index >= 1000 and attempt.source == "continuation"
+    again = cli("medicine", "continue", tiny, "-v", verdicts, "--limit", "3", "-o", out)
+    assert again.returncode == 2 and "exists" in again.stderr

@@ -53,7 +53,8 @@ def test_the_example_study_runs_waits_for_reviews_resumes_and_reports(argilla, f
     tiny_model()  # the example's model folder (.cache/test-models/tiny-qwen2)
     out = tmp_path / "study"
     env = {"ARGILLA_API_URL": argilla.url, "ARGILLA_API_KEY": argilla.owner.api_key}
-    args = ["run", EXAMPLE, "--out", out, *judge_args(fault.base_url), "--set", f"argilla.workspace={argilla.workspace}"]
+    args = ["run", EXAMPLE, "--out", out, *judge_args(fault.base_url), "--set", f"argilla.workspace={argilla.workspace}",
+            "--set", "judge.eval_limit=8"]
     fault.script([])
     first = cli(*args, env=env, cwd=EXAMPLE.parents[1], timeout=900)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -99,7 +100,9 @@ def test_the_example_study_runs_waits_for_reviews_resumes_and_reports(argilla, f
     assert sections == {"accuracy", "flips", "categories", "positions", "judge", "medicine", "recovery"}
     images = browser.find_elements("css selector", "img[data-figure]")
     figures = {i.get_attribute("data-figure") for i in images}
-    assert {"accuracy", "categories", "radar-2M", "positions", "recovery-gptq-w4-g128"} <= figures
+    assert {"accuracy", "categories", "radar-2M", "positions", "recovery-gptq-w4-g128", "judge-steps"} <= figures
+    meta = browser.find_element("css selector", "table[data-table='judge_meta_evaluation'] tbody tr").text
+    assert meta.startswith(JUDGE) and " 8 " in meta  # the judge's ProcessBench scores on 8 items
     assert all(browser.execute_script("return arguments[0].naturalWidth", i) > 100 for i in images)
     accuracy_row = browser.find_element("css selector", "table[data-table='diagnostic_accuracy'] tbody tr").text
     assert accuracy_row.startswith("gptq-w4-g128 4 4 75.0%")  # 3 of the 4 reviewed diagnoses accepted
@@ -150,3 +153,7 @@ def test_a_run_killed_while_judging_resumes_with_the_answers_it_had(tmp_path):
         sent = [r for r in slow.requests() if r["model"] == JUDGE]
         llm_judged = [v for v in judged if v["judge_model"] != "rules"]
         assert len(judged) == 6 and len(sent) == len(llm_judged) - answered  # the cached answers were not asked again
+        # --from needs the earlier stages finished: medicine never ran, so training cannot start from it
+        early = cli("run", EXAMPLE, "--out", out, "--set", "argilla=null", "--from", "train", *judge_args(slow.base_url),
+                    cwd=EXAMPLE.parents[1])
+        assert early.returncode == 2 and "stage medicine:gptq-w4-g128 has not finished" in early.stderr
