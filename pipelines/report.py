@@ -265,10 +265,15 @@ def recovery_section(files: StudyFiles) -> Section:
                          _pct(r["after"]["accuracy"]), _pct(r["recovered_share"]), _iv(r["recovered_interval"]),
                          r["excluded_in_medicine"]])
             figures.append((f"recovery-{q}", folder / "recovery.png"))
+    shifts = [[q, c["category"], c["before"], c["after"], _pct(c["before_share"]), _pct(c["after_share"])]
+              for q, r in ((q, _read_json(files.folder(f"evaluate:{q}"), "recovery.json"))
+                           for q in files.quantizations()) if r for c in r["categories"]]
     return Section("recovery", "Accuracy recovered by the adapter", "Measured on problems outside the medicine; "
                    "the share is (after − before) / (full − before) with a paired bootstrap interval.",
                    [Table("recovery", ["quantization", "problems", "full precision", "before", "after",
-                                       "recovered share", "95% interval", "left out (in medicine)"], rows)], figures)
+                                       "recovered share", "95% interval", "left out (in medicine)"], rows),
+                    Table("category_shift", ["quantization", "category", "failures before", "failures after",
+                                             "share before", "share after"], shifts)], figures)
 
 
 BUILDERS = (accuracy_section, flips_section, categories_section, positions_section, judge_section, medicine_section,

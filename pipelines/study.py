@@ -3,7 +3,7 @@
 Stages, per quantization ``Q`` (``generate:fp`` and ``judge-eval`` once)::
 
     quantize:Q → generate:fp, generate:Q → compare:Q → judge:Q (→ judge-eval) → review:Q
-    → medicine:Q → train:Q → treated:Q → evaluate:Q
+    → medicine:Q → train:Q → treated:Q → rejudge:Q → evaluate:Q
 
 Each stage's key is a hash of its settings and of what its inputs hold (the keys of the stages
 before it, and the content of human reviews); its files go to ``stages/NAME/KEY/``. A stage whose
@@ -36,7 +36,7 @@ from quantmedic.taxonomy.records import Verdict
 from .study_config import QuantizationSpec, StudyConfig
 
 STAGE_KINDS = ("quantize", "generate", "compare", "judge", "judge-eval", "review", "medicine", "train", "treated",
-               "evaluate")
+               "rejudge", "evaluate")
 LOCKED_PACKAGES = ("quantmedic", "torch", "transformers", "trl", "peft", "bitsandbytes", "llmcompressor",
                    "compressed-tensors", "gptqmodel", "vllm", "datasets", "math-verify", "openai", "argilla")
 
@@ -295,6 +295,23 @@ def _run_quantization(study: Study, q: QuantizationSpec, problems, problem_diges
                 [f"train:{L}"], lambda f: _generate(_quantized_dir(study, q), problems, f / "attempts.jsonl", config,
                                                     console, adapter=study.folder(f"train:{L}") / "adapter"))
 
+    def rejudge_stage(folder: Path) -> None:
+        """The treated model's failures, judged as the untreated ones were (for the change in the category mix)."""
+        from .commands_eval import _load_graded
+        from .compare import pair_key
+        from .judging import run_judge_job
+
+        fp_right = {pair_key(a) for a in _load_graded(study.folder("generate:fp") / "attempts.jsonl") if a.correct}
+        treated = _load_graded(study.folder(f"treated:{L}") / "attempts.jsonl")
+        failures = [a for a in treated if a.correct is False
+                    and (config.judge.failures == "all" or pair_key(a) in fp_right)]
+        write_records(folder / "failures.jsonl", failures)
+        job = _judge_job(config, folder / "failures.jsonl", folder / "verdicts.jsonl", cache, config.judge.limit,
+                         taxonomy)
+        run_judge_job(job, console)
+
+    study.stage(f"rejudge:{L}", judge_settings, [f"treated:{L}"], rejudge_stage)
+
     def evaluate_stage(folder: Path) -> None:
         from quantmedic.medicine.build import read_report
 
@@ -305,12 +322,15 @@ def _run_quantization(study: Study, q: QuantizationSpec, problems, problem_diges
             _load_graded(study.folder("generate:fp") / "attempts.jsonl"),
             _load_graded(study.folder(f"generate:{L}") / "attempts.jsonl"),
             _load_graded(study.folder(f"treated:{L}") / "attempts.jsonl"),
-            medicine_keys=read_report(study.folder(f"medicine:{L}") / "medicine")["problem_keys"], seed=config.seed)
+            medicine_keys=read_report(study.folder(f"medicine:{L}") / "medicine")["problem_keys"], seed=config.seed,
+            verdicts_before=read_records(study.folder(f"judge:{L}") / "verdicts.jsonl", Verdict),
+            verdicts_after=read_records(study.folder(f"rejudge:{L}") / "verdicts.jsonl", Verdict))
         write_atomic(folder / "recovery.json", [json.dumps(to_json(result), indent=2) + "\n"])
         write_atomic(folder / "recovery.md", [to_markdown(result)])
         recovery_plot(result, folder / "recovery.png")
 
-    study.stage(f"evaluate:{L}", {}, ["generate:fp", f"generate:{L}", f"treated:{L}", f"medicine:{L}"], evaluate_stage)
+    study.stage(f"evaluate:{L}", {}, ["generate:fp", f"generate:{L}", f"treated:{L}", f"medicine:{L}", f"judge:{L}",
+                                     f"rejudge:{L}"], evaluate_stage)
 
 
 def _review_stage(study: Study, q: QuantizationSpec, taxonomy) -> str:

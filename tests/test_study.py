@@ -76,7 +76,8 @@ def test_the_example_study_runs_waits_for_reviews_resumes_and_reports(argilla, f
     second = cli(*args, env=env, cwd=EXAMPLE.parents[1], timeout=900)
     assert second.returncode == 0, second.stderr[-3000:]
     ran = stages_that_ran(second.stderr)
-    assert ran == ["medicine:gptq-w4-g128", "train:gptq-w4-g128", "treated:gptq-w4-g128", "evaluate:gptq-w4-g128"]
+    assert ran == ["medicine:gptq-w4-g128", "train:gptq-w4-g128", "treated:gptq-w4-g128", "rejudge:gptq-w4-g128",
+                   "evaluate:gptq-w4-g128"]
     assert "judge:gptq-w4-g128: unchanged, skipped" in second.stderr
     state = json.loads((out / "state.json").read_text())
     medicine = out / state["medicine:gptq-w4-g128"]["folder"] / "medicine" / "medicine.json"
@@ -88,7 +89,11 @@ def test_the_example_study_runs_waits_for_reviews_resumes_and_reports(argilla, f
     # an edit re-runs only the stages it affects
     edited = cli(*args, "--set", "training.learning_rate=0.002", env=env, cwd=EXAMPLE.parents[1], timeout=900)
     assert edited.returncode == 0, edited.stderr[-3000:]
-    assert stages_that_ran(edited.stderr) == ["train:gptq-w4-g128", "treated:gptq-w4-g128", "evaluate:gptq-w4-g128"]
+    assert stages_that_ran(edited.stderr) == ["train:gptq-w4-g128", "treated:gptq-w4-g128", "rejudge:gptq-w4-g128",
+                                              "evaluate:gptq-w4-g128"]
+    recovery = json.loads((out / json.loads((out / "state.json").read_text())["evaluate:gptq-w4-g128"]["folder"]
+                           / "recovery.json").read_text())
+    assert recovery["categories"] and recovery["categories"][0]["before"] > 0  # the mix before vs after treatment
 
     # the report, opened in headless Chromium
     made = cli("report", out)
