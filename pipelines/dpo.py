@@ -186,9 +186,10 @@ def too_long_message(long: list[tuple[int, int]], total: int, max_length: int) -
 
 # --- the run ---
 
-def _versions() -> dict[str, str | None]:
+def package_versions(names=VERSIONED) -> dict[str, str | None]:
+    """Installed version of each package (None when it is not installed)."""
     found = {}
-    for name in VERSIONED:
+    for name in names:
         try:
             found[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
@@ -332,7 +333,7 @@ def train_dpo(model: str | Path, data: str | Path, out_dir: str | Path, settings
         "steps": trainer.state.global_step, "resumed": resume, "resumed_from_step": start_step, "seconds": round(seconds, 3),
         "train_seconds": round(train_seconds, 3), "pairs_seen": pairs_seen,
         "seconds_per_pair": round(train_seconds / max(pairs_seen, 1), 4), "device": device, **peak_memory(),
-        "final_loss": next((h["loss"] for h in reversed(history) if "loss" in h), None), "versions": _versions(),
+        "final_loss": next((h["loss"] for h in reversed(history) if "loss" in h), None), "versions": package_versions(),
         "merged": None,
     }
     if merge:

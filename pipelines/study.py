@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib.metadata
 import json
 import os
 from collections.abc import Callable
@@ -63,13 +62,9 @@ def file_digest(path: Path) -> str:
 
 
 def _versions() -> dict[str, str | None]:
-    found = {}
-    for name in LOCKED_PACKAGES:
-        try:
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            found[name] = None
-    return found
+    from .dpo import package_versions
+
+    return package_versions(LOCKED_PACKAGES)
 
 
 @dataclass

@@ -13,7 +13,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from quantmedic.taxonomy.errors import InputError, pydantic_error_field
+from quantmedic.taxonomy.errors import InputError, pydantic_error_field, yaml_line
 
 
 class _Section(BaseModel):
@@ -134,23 +134,6 @@ class StudyConfig(_Section):
         return specs
 
 
-def _line_of(root: yaml.Node | None, loc: tuple) -> int | None:
-    """The line (1-based) of the YAML node at ``loc`` (or of its deepest existing parent)."""
-    node, line = root, (root.start_mark.line + 1 if root is not None else None)
-    for part in loc:
-        if isinstance(node, yaml.MappingNode):
-            match = next(((k, v) for k, v in node.value if k.value == str(part)), None)
-            if match is None:
-                break
-            line, node = match[0].start_mark.line + 1, match[1]
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            node = node.value[part]
-            line = node.start_mark.line + 1
-        else:
-            break
-    return line
-
-
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
     """``a.b=VALUE`` assignments (VALUE read as YAML) applied to a copy of ``data``.
 
@@ -182,7 +165,6 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> tuple[St
     text = path.read_text(encoding="utf-8")
     try:
         data = yaml.safe_load(text)
-        root = yaml.compose(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         raise InputError(path, f"not valid YAML: {getattr(error, 'problem', error)}",
@@ -197,5 +179,5 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> tuple[St
         return StudyConfig.model_validate(data), data
     except ValidationError as error:
         first = error.errors()[0]
-        raise InputError(path, first["msg"], line=_line_of(root, tuple(first["loc"])),
-                         field=pydantic_error_field(first)) from None
+        field = pydantic_error_field(first)
+        raise InputError(path, first["msg"], line=yaml_line(text, field), field=field) from None

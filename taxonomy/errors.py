@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import yaml
+
 
 class InputError(ValueError):
     """A problem with a user's input file, located precisely.
@@ -25,3 +27,23 @@ class InputError(ValueError):
 def pydantic_error_field(error: dict) -> str:
     """The dotted location of one pydantic error entry (``steps.2.text``)."""
     return ".".join(str(part) for part in error.get("loc", ())) or "<record>"
+
+
+def yaml_line(text: str, field_path: str) -> int | None:
+    """1-based line of the YAML node at a dotted field path (or of its deepest existing parent)."""
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return None
+    line = None
+    for part in field_path.split("."):
+        if node is None:
+            break
+        line = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            node = next((value for key, value in node.value if key.value == part), None)
+        elif isinstance(node, yaml.SequenceNode) and part.isdigit() and int(part) < len(node.value):
+            node = node.value[int(part)]
+        else:
+            node = None
+    return node.start_mark.line + 1 if node is not None else line

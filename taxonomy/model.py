@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .errors import InputError, pydantic_error_field
+from .errors import InputError, pydantic_error_field, yaml_line
 
 NO_ERROR = "none"
 """Category and subtype id a judge gives when it finds no wrong step."""
@@ -88,26 +88,6 @@ class Taxonomy(BaseModel):
         return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
 
 
-def _error_line(text: str, field_path: str) -> int | None:
-    """1-based line of the YAML node at a dotted field path (or of its deepest existing parent)."""
-    try:
-        node = yaml.compose(text)
-    except yaml.YAMLError:
-        return None
-    line = None
-    for part in field_path.split("."):
-        if node is None:
-            break
-        line = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            node = next((value for key, value in node.value if key.value == part), None)
-        elif isinstance(node, yaml.SequenceNode) and part.isdigit() and int(part) < len(node.value):
-            node = node.value[int(part)]
-        else:
-            node = None
-    return node.start_mark.line + 1 if node is not None else line
-
-
 def parse_taxonomy(text: str, path: str | Path = "<taxonomy>") -> Taxonomy:
     """Parse and validate taxonomy text (YAML or JSON), raising :class:`InputError` when it is bad."""
     try:
@@ -123,7 +103,7 @@ def parse_taxonomy(text: str, path: str | Path = "<taxonomy>") -> Taxonomy:
     except ValidationError as exc:
         first = exc.errors()[0]
         field = pydantic_error_field(first)
-        raise InputError(path, first["msg"], line=_error_line(text, field) if field != "<record>" else None,
+        raise InputError(path, first["msg"], line=yaml_line(text, field) if field != "<record>" else None,
                          field=field) from None
 
 
