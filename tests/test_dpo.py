@@ -138,8 +138,19 @@ def test_evaluate_reports_the_recovered_share_on_problems_outside_the_medicine(m
     for name, flags, model, q in (("full", full, "m", False), ("before", before, "m-gptq", True),
                                   ("after", after, "m-gptq+adapter", True)):
         paths[name] = write_records(tmp_path / f"{name}.jsonl", _attempts(problems, flags, model, q))
+    from quantmedic.taxonomy.records import Verdict
+
+    def verdicts(name, categories):  # diagnoses of the failures, as the judge would write them
+        failed = [a for a in read_records(paths[name], Attempt) if a.correct is False]
+        return write_records(tmp_path / f"v-{name}.jsonl", [
+            Verdict(attempt=a, status="ok", first_wrong_step=0, category=c, subtype=None, judge_model="j",
+                    taxonomy="t@1") for a, c in zip(failed, categories)])
+
+    before_v = verdicts("before", ["execution"] * 9 + ["method"] * 3 + ["reasoning"] * 2)  # the last 2: treated
+    after_v = verdicts("after", ["execution"] * 3 + ["method"] * 5)
     result = cli("evaluate", "--full", paths["full"], "--before", paths["before"], "--after", paths["after"],
-                 "--medicine", medicine, "--out", tmp_path / "eval")
+                 "--medicine", medicine, "--out", tmp_path / "eval", "--verdicts-before", before_v,
+                 "--verdicts-after", after_v)
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "eval" / "recovery.json").read_text())
     assert report["problems"] == 20 and report["excluded_in_medicine"] == 2
@@ -149,6 +160,8 @@ def test_evaluate_reports_the_recovered_share_on_problems_outside_the_medicine(m
     assert -1.0 <= low < 0.5 < high <= 1.0 and report["undefined_resamples"] < 0.05
     assert report["gain"] == pytest.approx(0.2) and report["mcnemar_p"] == pytest.approx(0.21875)  # 2*(1+6)/64
     assert "recovered share of the lost accuracy: 50.0%" in result.stdout
+    shift = {c["category"]: (c["before"], c["after"]) for c in report["categories"]}
+    assert shift == {"execution": (9, 3), "method": (3, 5)}  # the reasoning failures were on treated problems
     assert (tmp_path / "eval" / "recovery.png").stat().st_size > 5000
 
 

@@ -58,17 +58,22 @@ def test_the_example_study_runs_waits_for_reviews_resumes_and_reports(argilla, f
     fault.script([])
     first = cli(*args, env=env, cwd=EXAMPLE.parents[1], timeout=900)
     assert first.returncode == 0, first.stderr[-3000:]
-    assert "waiting for human reviews" in first.stderr and "0 of 4 verdicts reviewed" in first.stderr
     state = json.loads((out / "state.json").read_text())
+    pushed = state["review:gptq-w4-g128"]["pushed"]  # the scored, non-degenerate verdicts (how many varies)
+    assert pushed >= 2 and "waiting for human reviews" in first.stderr
+    assert f"0 of {pushed} verdicts reviewed" in " ".join(first.stderr.split())  # rich may wrap the line
     assert state["review:gptq-w4-g128"]["status"] == "waiting" and "medicine:gptq-w4-g128" not in state
 
-    # the annotators answer: three agree with the judge, one corrects the category
+    # the annotators answer: one corrects the category, the others agree with the judge
     ann = argilla.annotators[0]
     token = rest.token(argilla.url, ann.username, ann.password)
     dataset = next(d for d in rest.my_datasets(argilla.url, token) if d["name"] == "cpu-example-gptq-w4-g128")
     records = rest.annotator_records(argilla.url, token, dataset["id"])
-    agree = {"judge_correct": "yes", "first_wrong_step": "1", "category": "method", "subtype": "procedural_error"}
+    verdicts = out / state["judge:gptq-w4-g128"]["folder"] / "verdicts.jsonl"
+    steps = {v["id"]: v["first_wrong_step"] for v in map(json.loads, verdicts.read_text().splitlines())}
     for i, record in enumerate(records):
+        agree = {"judge_correct": "yes", "first_wrong_step": str(steps[record["external_id"]]), "category": "method",
+                 "subtype": "procedural_error"}
         answer = agree if i else {**agree, "judge_correct": "no", "category": "execution",
                                   "subtype": "computational_error"}
         rest.submit_response(argilla.url, token, record["id"], answer)
@@ -82,7 +87,8 @@ def test_the_example_study_runs_waits_for_reviews_resumes_and_reports(argilla, f
     state = json.loads((out / "state.json").read_text())
     medicine = out / state["medicine:gptq-w4-g128"]["folder"] / "medicine" / "medicine.json"
     report = json.loads(medicine.read_text())
-    assert report["settings"]["reviews"] and report["categories"] == {"method": 3, "execution": 1}
+    assert len(records) == pushed
+    assert report["settings"]["reviews"] and report["categories"] == {"method": pushed - 1, "execution": 1}
     lock = json.loads((out / "study.lock").read_text())
     assert lock["seed"] == 0 and lock["versions"]["trl"] and set(lock["stages"]) == set(state)
 
@@ -91,9 +97,9 @@ def test_the_example_study_runs_waits_for_reviews_resumes_and_reports(argilla, f
     assert edited.returncode == 0, edited.stderr[-3000:]
     assert stages_that_ran(edited.stderr) == ["train:gptq-w4-g128", "treated:gptq-w4-g128", "rejudge:gptq-w4-g128",
                                               "evaluate:gptq-w4-g128"]
-    recovery = json.loads((out / json.loads((out / "state.json").read_text())["evaluate:gptq-w4-g128"]["folder"]
-                           / "recovery.json").read_text())
-    assert recovery["categories"] and recovery["categories"][0]["before"] > 0  # the mix before vs after treatment
+    state = json.loads((out / "state.json").read_text())
+    rejudged = (out / state["rejudge:gptq-w4-g128"]["folder"] / "verdicts.jsonl").read_text().splitlines()
+    assert len(rejudged) == 6 and all(json.loads(v)["attempt"]["model"] == "model+adapter" for v in rejudged)
 
     # the report, opened in headless Chromium
     made = cli("report", out)
@@ -110,7 +116,8 @@ def test_the_example_study_runs_waits_for_reviews_resumes_and_reports(argilla, f
     assert meta.startswith(JUDGE) and " 8 " in meta  # the judge's ProcessBench scores on 8 items
     assert all(browser.execute_script("return arguments[0].naturalWidth", i) > 100 for i in images)
     accuracy_row = browser.find_element("css selector", "table[data-table='diagnostic_accuracy'] tbody tr").text
-    assert accuracy_row.startswith("gptq-w4-g128 4 4 75.0%")  # 3 of the 4 reviewed diagnoses accepted
+    accepted = f"{100 * (pushed - 1) / pushed:.1f}%"  # all but the corrected one accepted
+    assert accuracy_row.startswith(f"gptq-w4-g128 {pushed} {pushed} {accepted}")
     for figure in figures:
         assert (out / "report" / "figures" / f"{figure}.png").is_file()
     assert (out / "report" / "tables" / "recovery.csv").read_text().startswith("quantization,problems")
