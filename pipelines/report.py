@@ -69,6 +69,7 @@ class StudyFiles:
         self.state = json.loads(state_path.read_text(encoding="utf-8"))
         lock = root / "study.lock"
         self.lock = json.loads(lock.read_text(encoding="utf-8")) if lock.is_file() else {}
+        self.verdicts: dict[str, list[Verdict]] | None = None
 
     def folder(self, name: str) -> Path | None:
         entry = self.state.get(name)
@@ -126,12 +127,14 @@ def flips_section(files: StudyFiles) -> Section:
 
 
 def _verdicts(files: StudyFiles) -> dict[str, list[Verdict]]:
-    found = {}
-    for q in files.quantizations():
-        folder = files.folder(f"judge:{q}")
-        if folder and (folder / "verdicts.jsonl").is_file():
-            found[q] = read_records(folder / "verdicts.jsonl", Verdict)
-    return found
+    """The judge's verdicts per quantization (read once per report)."""
+    if files.verdicts is None:
+        files.verdicts = {}
+        for q in files.quantizations():
+            folder = files.folder(f"judge:{q}")
+            if folder and (folder / "verdicts.jsonl").is_file():
+                files.verdicts[q] = read_records(folder / "verdicts.jsonl", Verdict)
+    return files.verdicts
 
 
 def _taxonomy_categories(files: StudyFiles) -> list[str]:
