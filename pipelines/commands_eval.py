@@ -135,7 +135,8 @@ def grade(
         raise typer.Exit(EXIT_CHECK_FAILED)
 
 
-def _load_graded(path: Path) -> list[Attempt]:
+def load_graded(path: Path) -> list[Attempt]:
+    """Graded attempts, one per problem and sample (what compare, evaluate and the study pair up)."""
     from quantmedic.judge.adapters import load_attempts
 
     from .compare import pair_key
@@ -171,7 +172,7 @@ def compare_command(
 
     from .compare import accuracy_plot, compare, flips_plot, to_json, to_markdown
 
-    fp, quant = _load_graded(fp_attempts), _load_graded(quant_attempts)
+    fp, quant = load_graded(fp_attempts), load_graded(quant_attempts)
     try:
         comparison = compare(fp, quant, fp_label=fp_label, quant_label=quant_label)
     except ValueError as error:

@@ -259,13 +259,13 @@ def evaluate_command(
     from quantmedic.taxonomy.jsonl import read_records, write_atomic
     from quantmedic.taxonomy.records import Verdict
 
-    from .commands_eval import _load_graded
+    from .commands_eval import load_graded
     from .recovery import evaluate_recovery, recovery_plot, to_json, to_markdown
 
     keys = read_report(medicine)["problem_keys"] if medicine else []
     vb = read_records(verdicts_before, Verdict) if verdicts_before else []
     va = read_records(verdicts_after, Verdict) if verdicts_after else []
-    result = evaluate_recovery(_load_graded(full), _load_graded(before), _load_graded(after), medicine_keys=keys,
+    result = evaluate_recovery(load_graded(full), load_graded(before), load_graded(after), medicine_keys=keys,
                                verdicts_before=vb, verdicts_after=va, n_resamples=resamples, seed=seed)
     if result.n == 0:
         raise InputError(after, "no problem is present and gradable in all three files"

@@ -20,7 +20,7 @@ from quantmedic.medicine.diagnoses import Diagnosis
 from quantmedic.medicine.pairs import step_text
 from quantmedic.taxonomy.records import Attempt, Sampling
 
-from .generation import sample_seed
+from .generation import cut_at_eos, eos_ids, sample_seed
 from .prompting import render_prompt
 
 CONTINUATION_OFFSET = 1000
@@ -50,10 +50,7 @@ def continue_failures(model: str | Path, diagnoses: Sequence[Diagnosis], *, n: i
     tokenizer, lm = loaded.tokenizer, loaded.model
     requests = [(d, i) for d in diagnoses for i in range(n)]
     made: list[Attempt] = []
-    eos = {tokenizer.eos_token_id} | set(lm.generation_config.eos_token_id
-                                         if isinstance(lm.generation_config.eos_token_id, list)
-                                         else [lm.generation_config.eos_token_id])
-    eos.discard(None)
+    eos = eos_ids(lm, tokenizer)
     for start in range(0, len(requests), batch_size):
         batch = requests[start:start + batch_size]
         prompts = [render_prompt(tokenizer, d.attempt.problem) + prefix_text(d.attempt, d.first_wrong_step)
@@ -64,14 +61,14 @@ def continue_failures(model: str | Path, diagnoses: Sequence[Diagnosis], *, n: i
             output = lm.generate(**encoded, max_new_tokens=max_tokens, do_sample=True, temperature=temperature,
                                  top_p=top_p, pad_token_id=tokenizer.pad_token_id, eos_token_id=sorted(eos))
         for (d, i), tokens in zip(batch, output[:, encoded["input_ids"].shape[1]:].tolist()):
-            stop = next((j for j, t in enumerate(tokens) if t in eos), None)
-            text = tokenizer.decode(tokens if stop is None else tokens[:stop], skip_special_tokens=True)
+            kept, stopped = cut_at_eos(tokens, eos)
+            text = tokenizer.decode(kept, skip_special_tokens=True)
             rest = split_steps(f"Step {d.first_wrong_step + 1}:{text}") or [f"Step {d.first_wrong_step + 1}:"]
             steps = tuple(d.attempt.steps[:d.first_wrong_step]) + tuple(rest)
             made.append(Attempt(
                 problem=d.attempt.problem, steps=steps, final_answer=extract_final_answer(text),
-                model=loaded.name, quantization=loaded.quantization, finish_reason="length" if stop is None else "stop",
-                completion_tokens=len(tokens) if stop is None else stop + 1, source="continuation",
+                model=loaded.name, quantization=loaded.quantization, finish_reason="stop" if stopped else "length",
+                completion_tokens=len(kept) + stopped, source="continuation",
                 sampling=Sampling(temperature=temperature, top_p=top_p, max_tokens=max_tokens,
                                   seed=sample_seed(seed, d.attempt.id, i), sample_index=CONTINUATION_OFFSET + i,
                                   extra={"continues": d.attempt.id, "verdict": d.verdict.id,

@@ -389,9 +389,7 @@ def adapter_base_load(adapter_dir: str | Path) -> str | None:
 def load_with_adapter(model: str | Path, adapter_dir: str | Path, *, device: str | None = None) -> Any:
     """The base loaded as it was for training, with the adapter on top, ready for ``generate``."""
     from peft import PeftModel
-    from transformers import AutoTokenizer
-
-    from .quantize import LoadedModel
+    from .quantize import LoadedModel, generation_tokenizer
 
     adapter_dir = Path(adapter_dir)
     if not (adapter_dir / "adapter_config.json").is_file():
@@ -401,11 +399,7 @@ def load_with_adapter(model: str | Path, adapter_dir: str | Path, *, device: str
     base = load_base(model, kind, device=device, for_training=False)
     adapted = PeftModel.from_pretrained(base, str(adapter_dir))
     adapted.eval()
-    tokenizer = AutoTokenizer.from_pretrained(str(model))
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return LoadedModel(model=adapted, tokenizer=tokenizer, name=adapted_label(model, adapter_dir),
+    return LoadedModel(model=adapted, tokenizer=generation_tokenizer(model), name=adapted_label(model, adapter_dir),
                        quantization=quantization)
 
 

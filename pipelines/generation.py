@@ -84,6 +84,23 @@ class Engine(Protocol):
 
 # --- transformers ---
 
+def eos_ids(model: Any, tokenizer: Any) -> set[int]:
+    """Every token id that ends a completion: the generation config's and the tokenizer's."""
+    eos = model.generation_config.eos_token_id
+    ids = set(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
+    return ids | ({tokenizer.eos_token_id} - {None})
+
+
+def cut_at_eos(tokens: list[int], eos: set[int]) -> tuple[list[int], bool]:
+    """The generated tokens before the first end-of-sequence id, and whether there was one.
+
+    >>> cut_at_eos([5, 6, 2, 7], {2}), cut_at_eos([5, 6], {2})
+    (([5, 6], True), ([5, 6], False))
+    """
+    stop = next((i for i, t in enumerate(tokens) if t in eos), None)
+    return (tokens, False) if stop is None else (tokens[:stop], True)
+
+
 @dataclass
 class TransformersEngine:
     """Batched ``model.generate`` (left padding); sampling is seeded per batch with its first request's seed."""
@@ -94,16 +111,11 @@ class TransformersEngine:
     seeding: str = "per-batch"
     system: str | None = None
 
-    def _eos_ids(self) -> set[int]:
-        eos = self.loaded.model.generation_config.eos_token_id
-        ids = set(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
-        return ids | ({self.loaded.tokenizer.eos_token_id} - {None})
-
     def run(self, requests: Sequence[Request], settings: SamplingSettings) -> Iterator[tuple[Request, Completion]]:
         import torch
 
         model, tokenizer = self.loaded.model, self.loaded.tokenizer
-        eos_ids = self._eos_ids()
+        eos = eos_ids(model, tokenizer)
         for start in range(0, len(requests), self.batch_size):
             batch = requests[start : start + self.batch_size]
             prompts = [render_prompt(tokenizer, r.problem, self.system) for r in batch]
@@ -114,14 +126,13 @@ class TransformersEngine:
             torch.manual_seed(batch[0].seed)
             with torch.inference_mode():
                 output = model.generate(**encoded, max_new_tokens=settings.max_tokens, pad_token_id=tokenizer.pad_token_id,
-                                        eos_token_id=sorted(eos_ids), **sampling)
+                                        eos_token_id=sorted(eos), **sampling)
             generated = output[:, encoded["input_ids"].shape[1]:].tolist()
             for request, tokens in zip(batch, generated):
-                stop = next((i for i, t in enumerate(tokens) if t in eos_ids), None)
-                kept = tokens if stop is None else tokens[:stop]
+                kept, stopped = cut_at_eos(tokens, eos)
                 yield request, Completion(text=tokenizer.decode(kept, skip_special_tokens=True),
-                                          finish_reason="length" if stop is None else "stop",
-                                          completion_tokens=len(kept) + (stop is not None))
+                                          finish_reason="stop" if stopped else "length",
+                                          completion_tokens=len(kept) + stopped)
 
 
 # --- vLLM ---

@@ -317,14 +317,22 @@ def load_for_generation(model_dir: str | Path, *, device: str | None = None, dty
     is downloaded by transformers. ``device``: ``cuda``/``cpu`` (default: cuda when available).
     """
     os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(default_cpu_workers()))
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     device = device or ("cuda" if has_accelerator() else "cpu")
     quantization = quantization_of(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, device_map=device)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model.eval()
+    return LoadedModel(model=model, tokenizer=generation_tokenizer(model_dir), name=model_label(model_dir),
+                       quantization=quantization)
+
+
+def generation_tokenizer(model_dir: str | Path) -> Any:
+    """The model's tokenizer set up for batched generation: left padding, a pad token."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model.eval()
-    return LoadedModel(model=model, tokenizer=tokenizer, name=model_label(model_dir), quantization=quantization)
+    return tokenizer

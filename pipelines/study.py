@@ -224,11 +224,11 @@ def _run_quantization(study: Study, q: QuantizationSpec, problems, problem_diges
                 lambda f: _generate(_quantized_dir(study, q), problems, f / "attempts.jsonl", config, console))
 
     def compare_stage(folder: Path) -> None:
-        from .commands_eval import _load_graded
+        from .commands_eval import load_graded
         from .compare import accuracy_plot, compare, flips_plot, to_json, to_markdown
 
-        fp = _load_graded(study.folder("generate:fp") / "attempts.jsonl")
-        quant = _load_graded(study.folder(f"generate:{L}") / "attempts.jsonl")
+        fp = load_graded(study.folder("generate:fp") / "attempts.jsonl")
+        quant = load_graded(study.folder(f"generate:{L}") / "attempts.jsonl")
         c = compare(fp, quant, fp_label=config.model.label or None, quant_label=L)
         write_atomic(folder / "comparison.json", [json.dumps(to_json(c), indent=2) + "\n"])
         write_atomic(folder / "comparison.md", [to_markdown(c)])
@@ -292,12 +292,12 @@ def _run_quantization(study: Study, q: QuantizationSpec, problems, problem_diges
 
     def rejudge_stage(folder: Path) -> None:
         """The treated model's failures, judged as the untreated ones were (for the change in the category mix)."""
-        from .commands_eval import _load_graded
+        from .commands_eval import load_graded
         from .compare import pair_key
         from .judging import run_judge_job
 
-        fp_right = {pair_key(a) for a in _load_graded(study.folder("generate:fp") / "attempts.jsonl") if a.correct}
-        treated = _load_graded(study.folder(f"treated:{L}") / "attempts.jsonl")
+        fp_right = {pair_key(a) for a in load_graded(study.folder("generate:fp") / "attempts.jsonl") if a.correct}
+        treated = load_graded(study.folder(f"treated:{L}") / "attempts.jsonl")
         failures = [a for a in treated if a.correct is False
                     and (config.judge.failures == "all" or pair_key(a) in fp_right)]
         write_records(folder / "failures.jsonl", failures)
@@ -310,13 +310,13 @@ def _run_quantization(study: Study, q: QuantizationSpec, problems, problem_diges
     def evaluate_stage(folder: Path) -> None:
         from quantmedic.medicine.build import read_report
 
-        from .commands_eval import _load_graded
+        from .commands_eval import load_graded
         from .recovery import evaluate_recovery, recovery_plot, to_json, to_markdown
 
         result = evaluate_recovery(
-            _load_graded(study.folder("generate:fp") / "attempts.jsonl"),
-            _load_graded(study.folder(f"generate:{L}") / "attempts.jsonl"),
-            _load_graded(study.folder(f"treated:{L}") / "attempts.jsonl"),
+            load_graded(study.folder("generate:fp") / "attempts.jsonl"),
+            load_graded(study.folder(f"generate:{L}") / "attempts.jsonl"),
+            load_graded(study.folder(f"treated:{L}") / "attempts.jsonl"),
             medicine_keys=read_report(study.folder(f"medicine:{L}") / "medicine")["problem_keys"], seed=config.seed,
             verdicts_before=read_records(study.folder(f"judge:{L}") / "verdicts.jsonl", Verdict),
             verdicts_after=read_records(study.folder(f"rejudge:{L}") / "verdicts.jsonl", Verdict))

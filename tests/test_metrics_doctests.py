@@ -10,7 +10,7 @@ import pytest
 MODULES = [f"quantmedic.judge.metrics.{name}" for name in
            ("_steps", "agreement", "bootstrap", "calibration", "intervals", "localization", "processbench")]
 MODULES += [f"quantmedic.medicine.{name}" for name in ("contamination", "diagnoses", "pairs", "selection")]
-MODULES += [f"quantmedic.pipelines.{name}" for name in ("continuations", "dpo", "recovery", "study", "study_config")]
+MODULES += [f"quantmedic.pipelines.{name}" for name in ("continuations", "dpo", "generation", "recovery", "study", "study_config")]
 
 
 @pytest.mark.parametrize("name", MODULES)
