@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -21,6 +22,30 @@ from .settings import (DEFAULT_MAX_STEPS, METADATA, WEIGHT, category_labels, gui
                        record_suggestions, step_labels, subtype_labels)
 
 
+class PushSettings(BaseModel):
+    """What to send to the annotators and how many must answer: ``quantmedic annotate push`` takes its
+    options' defaults and help from here, and a study's ``argilla:`` section embeds it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sample: int | None = Field(None, ge=1, description=(
+        "Send only this many verdicts, drawn at random within strata (seeded); sampling weights are stored so the "
+        "accuracy estimate stays unbiased."))
+    stratify: str = Field("category", description="Strata for --sample: category, model or none.")
+    seed: int = Field(0, description="Seed of the sample (in a study: the study's seed).")
+    max_steps: int = Field(DEFAULT_MAX_STEPS, ge=1, description=(
+        "Steps the step question offers (longer solutions are skipped)."))
+    include_degenerate: bool = Field(False, description="Also send rule-detected degenerate outputs.")
+    overlap: int = Field(1, ge=1, description="Annotators who must submit each record.")
+
+    @field_validator("stratify")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in STRATIFY:
+            raise ValueError(f"choose one of {', '.join(STRATIFY)}")
+        return value
+
+
 @dataclass(frozen=True)
 class PushPlan:
     """What a push sends: the sampled verdicts, and what was left out and why."""
@@ -31,9 +56,9 @@ class PushPlan:
     """Strata that got no draw (their verdicts cannot weigh in the estimate: raise --sample)."""
 
 
-def plan_push(verdicts: Sequence[Verdict], *, sample: int | None = None, stratify: str = "category", seed: int = 0,
-              include_degenerate: bool = False, max_steps: int = DEFAULT_MAX_STEPS) -> PushPlan:
+def plan_push(verdicts: Sequence[Verdict], settings: PushSettings = PushSettings()) -> PushPlan:
     """Keep scored diagnoses (not rule-detected degenerate ones unless asked), then sample."""
+    max_steps, include_degenerate = settings.max_steps, settings.include_degenerate
     skipped: dict[str, int] = {}
     keep = []
     for verdict in verdicts:
@@ -44,8 +69,8 @@ def plan_push(verdicts: Sequence[Verdict], *, sample: int | None = None, stratif
             skipped[why] = skipped.get(why, 0) + 1
         else:
             keep.append(verdict)
-    sampled = tuple(stratified_sample(keep, sample, stratify, seed))
-    strata = {STRATIFY[stratify](v) for v in keep}
+    sampled = tuple(stratified_sample(keep, settings.sample, settings.stratify, settings.seed))
+    strata = {STRATIFY[settings.stratify](v) for v in keep}
     return PushPlan(sampled, skipped, len(strata - {s.stratum for s in sampled}))
 
 
@@ -108,16 +133,15 @@ def to_record(item: Sampled):
                      metadata=record_metadata(verdict, item.weight, item.stratum), suggestions=suggestions)
 
 
-def push(target: ArgillaTarget, dataset_name: str, plan: PushPlan, taxonomy: Taxonomy, *,
-         max_steps: int = DEFAULT_MAX_STEPS, overlap: int = 1, batch_size: int = 100,
-         console: Console | None = None) -> dict:
+def push(target: ArgillaTarget, dataset_name: str, plan: PushPlan, taxonomy: Taxonomy,
+         settings: PushSettings = PushSettings(), *, batch_size: int = 100, console: Console | None = None) -> dict:
     """Create (or check) the dataset and log the plan's records in batches; returns a summary."""
     import argilla as rg
 
     console = console or Console(stderr=True)
     client = connect(target)
     ws = workspace(client, target)
-    wanted = dataset_settings(taxonomy, max_steps=max_steps, overlap=overlap)
+    wanted = dataset_settings(taxonomy, max_steps=settings.max_steps, overlap=settings.overlap)
     dataset = client.datasets(dataset_name, workspace=ws)
     created = dataset is None
     if created:

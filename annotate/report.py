@@ -9,12 +9,15 @@ reviewed), with a 95% Wilson interval on Kish's effective sample size. All metri
 
 from __future__ import annotations
 
+import json
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from quantmedic.judge.metrics import (cohen_kappa, fleiss_kappa, krippendorff_alpha_nominal,
                                       weighted_wilson_interval)
+from quantmedic.taxonomy.jsonl import write_atomic
 from quantmedic.taxonomy.records import Review
 
 
@@ -201,3 +204,17 @@ def report_to_markdown(report: DiagnosticReport) -> str:
               f"| Krippendorff's alpha (nominal) | {k(a.alpha_step)} | {k(a.alpha_category)} |",
               f"| Cohen's kappa (two annotators) | {k(a.cohen_step)} | {k(a.cohen_category)} |"]
     return "\n".join(lines) + "\n"
+
+
+def write_report(reviews: Sequence[Review], out: Path) -> tuple[str, list[str]]:
+    """Write report.json, report.md and the two PNGs into ``out``; returns the Markdown and the file names."""
+    from .figures import accuracy_bars, confusion_heatmap
+
+    report = diagnostic_report(reviews)
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / "report.json", [json.dumps(report_to_json(report), indent=2) + "\n"])
+    markdown = report_to_markdown(report)
+    write_atomic(out / "report.md", [markdown])
+    accuracy_bars(report.by_category, out / "accuracy_by_category.png")
+    confusion_heatmap(report.confusion, out / "category_confusion.png")
+    return markdown, ["report.json", "report.md", "accuracy_by_category.png", "category_confusion.png"]

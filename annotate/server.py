@@ -29,7 +29,6 @@ takes <0.5 s; ~0.31 GB RSS in all (argilla-server ~280 MB, osmem ~20 MB, redis ~
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import secrets
@@ -40,11 +39,11 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from quantmedic.taxonomy.local_server import LocalServer, log_tail, port_in_use, reserve_port, start_server
 
 SERVER_PACKAGES = ("argilla-server==2.8.0", "argilla==2.8.0", "osmem-server==0.1.6", "click<8.2")
 DEFAULT_VENV = Path.home() / ".cache" / "quantmedic" / "argilla-venv"
@@ -53,32 +52,9 @@ PLUGIN_DIR = Path(__file__).resolve().parent / "argilla_plugin"
 ENGINE_NAME = "osmem"  # registered by argilla_plugin/osmem_engine.py
 DEFAULT_WORKSPACE = "quantmedic"
 
-# Every argilla_server command goes through this launcher (``python -c LAUNCHER args...``), so the
-# osmem engine is registered before anything resolves ARGILLA_SEARCH_ENGINE. ``--batch`` runs
-# the commands of $QUANTMEDIC_ARGILLA_BATCH (a JSON list, kept off the command line because it holds
-# passwords) in one interpreter: importing argilla_server costs ~5 s a process. A daemon
-# thread ends the process if the Python that started it disappears (QUANTMEDIC_PARENT_PID).
-LAUNCHER = """\
-import json, os, signal, sys, threading, time
-parent = int(os.environ.get("QUANTMEDIC_PARENT_PID", "0"))
-def _watch():
-    while os.getppid() == parent:
-        time.sleep(1)
-    os.kill(os.getpid(), signal.SIGTERM)
-    time.sleep(10)
-    os._exit(1)
-if parent:
-    threading.Thread(target=_watch, daemon=True).start()
-import osmem_engine, typer
-from argilla_server.cli import app
-cli = typer.main.get_command(app)
-if sys.argv[1:] == ["--batch"]:
-    for command in json.loads(os.environ["QUANTMEDIC_ARGILLA_BATCH"]):
-        print("$ python -m argilla_server", *command[:3], "...", flush=True)
-        cli.main(args=command, prog_name="python -m argilla_server", standalone_mode=False)
-else:
-    cli.main(args=sys.argv[1:], prog_name="python -m argilla_server")
-"""
+# Every argilla_server command runs through this launcher (``python LAUNCHER args...``, with the
+# argilla-server venv's python), so the osmem engine is registered first; see its docstring.
+LAUNCHER = PLUGIN_DIR / "launcher.py"
 
 
 class ArgillaServerError(RuntimeError):
@@ -166,65 +142,20 @@ def find_redis_server() -> str:
 # processes
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _die_with_parent() -> None:
-    """preexec_fn: on Linux, SIGTERM the child when the thread that started it dies."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def _tail(path: Path, chars: int = 3000) -> str:
-    try:
-        return path.read_text(errors="replace")[-chars:]
-    except OSError as exc:
-        return f"<cannot read {path}: {exc}>"
-
-
-def _start(cmd: Sequence[str], log: Path, env: Mapping[str, str] | None = None) -> subprocess.Popen:
-    with open(log, "ab") as out:
-        return subprocess.Popen(
-            list(cmd), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=dict(env or os.environ),
-            start_new_session=True, preexec_fn=_die_with_parent if sys.platform == "linux" else None,
-        )
-
-
-def _stop(process: subprocess.Popen, grace: float = 10.0) -> None:
-    """SIGTERM the process group, then SIGKILL whatever is left of it."""
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(grace)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)  # children that outlived the leader
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(5)
+def _start(cmd: Sequence[str], log: Path, name: str, env: Mapping[str, str] | None = None) -> LocalServer:
+    """Start ``cmd`` in its own process group; it gets SIGTERM if the thread that started it dies."""
+    return start_server(cmd, log, name=name, env=env, death_signal=signal.SIGTERM)
 
 
 def _run(cmd: Sequence[str], log: Path, env: Mapping[str, str], what: str, timeout: float = 300) -> None:
-    process = _start(cmd, log, env)
+    server = _start(cmd, log, what, env)
     try:
-        code = process.wait(timeout)
+        code = server.process.wait(timeout)
     except subprocess.TimeoutExpired:
-        _stop(process)
-        raise ArgillaServerError(f"{what} took more than {timeout:.0f} s (log {log}):\n{_tail(log)}") from None
+        server.stop()
+        raise ArgillaServerError(f"{what} took more than {timeout:.0f} s (log {log}):\n{log_tail(log)}") from None
     if code != 0:
-        raise ArgillaServerError(f"{what} failed with exit code {code} (log {log}):\n{_tail(log)}")
-
-
-def _wait(ready, process: subprocess.Popen, log: Path, what: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not ready():
-        if process.poll() is not None:
-            raise ArgillaServerError(f"{what} exited with code {process.returncode} (log {log}):\n{_tail(log)}")
-        if time.monotonic() > deadline:
-            raise ArgillaServerError(f"{what} not ready after {timeout:.0f} s (log {log}):\n{_tail(log)}")
-        time.sleep(0.2)
+        raise ArgillaServerError(f"{what} failed with exit code {code} (log {log}):\n{log_tail(log)}")
 
 
 def _redis_ready(port: int) -> bool:
@@ -233,14 +164,6 @@ def _redis_ready(port: int) -> bool:
             sock.sendall(b"PING\r\n")
             return sock.recv(16).startswith(b"+PONG")
     except OSError:
-        return False
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError, ValueError):
         return False
 
 
@@ -315,75 +238,79 @@ def local_argilla(
     home = Path(home).expanduser().resolve()
     logs = home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    database = home / "argilla.db"
-    restarted = database.exists()
+    restarted = (home / "argilla.db").exists()
     accounts = _accounts(home, owner, annotators)
-    if port:
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                raise ArgillaServerError(f"port {port} is already in use on 127.0.0.1")
-    port = port or _free_port()
+    if port and port_in_use(port):
+        raise ArgillaServerError(f"port {port} is already in use on 127.0.0.1")
+    port = port or reserve_port()
     url = f"http://127.0.0.1:{port}"
 
-    processes: list[subprocess.Popen] = []
-    try:
-        redis_port = _free_port()
-        redis = _start(
-            [redis_server, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(home), "--daemonize", "no", "--protected-mode", "yes"],
-            logs / "redis.log",
-        )
-        processes.append(redis)
-        osmem_bin = subprocess.run(
-            [str(server_python), "-c", "import osmem_server; print(osmem_server.resolve_binary())"],
-            capture_output=True, text=True, check=True,
-        ).stdout.strip()
-        (logs / "osmem.log").unlink(missing_ok=True)
-        osmem = _start([osmem_bin, "--addr", "127.0.0.1:0", "--no-stdin-watch", "--parent-pid", str(os.getpid())],
-                       logs / "osmem.log")
-        processes.append(osmem)
-
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(PLUGIN_DIR), os.environ.get("PYTHONPATH")])),
-            "PYTHONUNBUFFERED": "1",
-            "QUANTMEDIC_PARENT_PID": str(os.getpid()),
-            "ARGILLA_HOME_PATH": str(home),
-            "ARGILLA_DATABASE_URL": f"sqlite+aiosqlite:///{database}?check_same_thread=False",
-            "ARGILLA_SEARCH_ENGINE": ENGINE_NAME,
-            "ARGILLA_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
-            "ARGILLA_AUTH_SECRET_KEY": _secret_key(home),
-            "HF_HUB_DISABLE_TELEMETRY": "1",
-        }
-        argilla = [str(server_python), "-c", LAUNCHER]
-
-        _wait(lambda: _osmem_url(logs / "osmem.log") is not None, osmem, logs / "osmem.log", "osmem-server", 30)
-        env["ARGILLA_ELASTICSEARCH"] = search_engine_url = _osmem_url(logs / "osmem.log")
-        _wait(lambda: _redis_ready(redis_port), redis, logs / "redis.log", "redis-server", 30)
-
-        setup = [["database", "migrate"]]
-        setup += [["database", "users", "create", "--first-name", a.username, "--username", a.username,
-                   "--password", a.password, "--api-key", a.api_key, "--role", a.role, "--workspace", workspace]
-                  for a in accounts]  # an existing username is skipped
-        if restarted:  # osmem starts empty: rebuild the indexes of the datasets in the database
-            setup.append(["search-engine", "reindex"])
+    with contextlib.ExitStack() as processes:  # stopped in reverse order, whatever happens
+        env = _start_redis_and_osmem(processes, home, redis_server, server_python)
+        argilla = [str(server_python), str(LAUNCHER)]
+        setup = _setup_commands(accounts, workspace, restarted)
         _run([*argilla, "--batch"], logs / "setup.log", {**env, "QUANTMEDIC_ARGILLA_BATCH": json.dumps(setup)},
              "argilla-server set-up (database migrate, users create, search-engine reindex)")
 
-        server = _start([*argilla, "start", "--host", "127.0.0.1", "--port", str(port)], logs / "argilla.log", env)
-        processes.append(server)
+        server = processes.enter_context(_start([*argilla, "start", "--host", "127.0.0.1", "--port", str(port)],
+                                                logs / "argilla.log", "argilla-server", env))
         if worker:
-            processes.append(_start([*argilla, "worker", "--num-workers", "1"], logs / "worker.log", env))
-        _wait(lambda: _http_ok(f"{url}/api/v1/status"), server, logs / "argilla.log", "argilla-server",
-              startup_timeout)
+            processes.enter_context(_start([*argilla, "worker", "--num-workers", "1"], logs / "worker.log",
+                                           "argilla-server worker", env))
+        server.wait_until_ready(f"{url}/api/v1/status", startup_timeout, error=ArgillaServerError)
 
         yield LocalArgilla(
             url=url, workspace=workspace, owner=accounts[0], annotators=tuple(accounts[1:]), home=home,
-            search_engine_url=search_engine_url, redis_url=env["ARGILLA_REDIS_URL"], server_python=str(server_python),
+            search_engine_url=env["ARGILLA_ELASTICSEARCH"], redis_url=env["ARGILLA_REDIS_URL"],
+            server_python=str(server_python),
         )
-    finally:
-        for process in reversed(processes):
-            _stop(process)
+
+
+def _setup_commands(accounts: Sequence[Account], workspace: str, restarted: bool) -> list[list[str]]:
+    """The argilla_server commands run before the server starts (in one interpreter: ``--batch``)."""
+    setup = [["database", "migrate"]]
+    setup += [["database", "users", "create", "--first-name", a.username, "--username", a.username,
+               "--password", a.password, "--api-key", a.api_key, "--role", a.role, "--workspace", workspace]
+              for a in accounts]  # an existing username is skipped
+    if restarted:  # osmem starts empty: rebuild the indexes of the datasets in the database
+        setup.append(["search-engine", "reindex"])
+    return setup
+
+
+def _start_redis_and_osmem(processes: contextlib.ExitStack, home: Path, redis_server: str,
+                           server_python: Path) -> dict[str, str]:
+    """Start redis and osmem (stopped when ``processes`` closes); return argilla-server's environment."""
+    logs = home / "logs"
+    redis_port = reserve_port()
+    redis = processes.enter_context(_start(
+        [redis_server, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(home), "--daemonize", "no", "--protected-mode", "yes"],
+        logs / "redis.log", "redis-server",
+    ))
+    osmem_bin = subprocess.run(
+        [str(server_python), "-c", "import osmem_server; print(osmem_server.resolve_binary())"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()
+    (logs / "osmem.log").unlink(missing_ok=True)
+    osmem = processes.enter_context(_start(
+        [osmem_bin, "--addr", "127.0.0.1:0", "--no-stdin-watch", "--parent-pid", str(os.getpid())],
+        logs / "osmem.log", "osmem-server",
+    ))
+    osmem.wait_until_ready(lambda: _osmem_url(osmem.log) is not None, 30, error=ArgillaServerError)
+    redis.wait_until_ready(lambda: _redis_ready(redis_port), 30, error=ArgillaServerError)
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(PLUGIN_DIR), os.environ.get("PYTHONPATH")])),
+        "PYTHONUNBUFFERED": "1",
+        "QUANTMEDIC_PARENT_PID": str(os.getpid()),
+        "ARGILLA_HOME_PATH": str(home),
+        "ARGILLA_DATABASE_URL": f"sqlite+aiosqlite:///{home / 'argilla.db'}?check_same_thread=False",
+        "ARGILLA_SEARCH_ENGINE": ENGINE_NAME,
+        "ARGILLA_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+        "ARGILLA_AUTH_SECRET_KEY": _secret_key(home),
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "ARGILLA_ELASTICSEARCH": _osmem_url(osmem.log) or "",
+    }
 
 
 def _secret_key(home: Path) -> str:

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 def make_medicine(out: Path, pairs: int) -> Path:
     from quantmedic.judge.adapters import load_attempts
     from quantmedic.medicine.build import BuildSettings, MedicineInputs, build, write
-    from quantmedic.pipelines.shipped import shipped_path
+    from quantmedic.pipelines.data import shipped_path
     from quantmedic.taxonomy.records import Verdict
 
     attempts = load_attempts(shipped_path("gsm8k-solutions"))
@@ -40,8 +40,8 @@ def make_medicine(out: Path, pairs: int) -> Path:
 
 
 def run_one(base: str, medicine: str, work: str, batch_size: int) -> dict:
-    from quantmedic.pipelines.dpo import DPOSettings, train_dpo
-    from quantmedic.pipelines.quantize import quantize
+    from quantmedic.pipelines.training.dpo import DPOSettings, train_dpo
+    from quantmedic.pipelines.models.quantize import quantize
     from tests.support.tiny_model import calibration_texts, tiny_model
 
     model = tiny_model()

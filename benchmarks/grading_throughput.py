@@ -1,5 +1,6 @@
-"""Grading throughput of the process pool (``quantmedic.pipelines.grading.grade_attempts``) on real
-answers: the first N of the 2,638 shipped GSM8K model solutions, graded with math-verify.
+"""Grading throughput of the process pool (``quantmedic.pipelines.evaluation.pool``, through
+``quantmedic.pipelines.evaluation.grading.grade_attempts``) on real answers: the first N of the
+2,638 shipped GSM8K model solutions, graded with math-verify.
 
 For each worker count the whole call is timed (workers started, every item sent, graded and
 returned, results collected), after one warm-up call that starts the fork server (a one-off
@@ -36,8 +37,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from quantmedic.judge.adapters import load_attempts
-    from quantmedic.pipelines.grading import grade_attempts, grade_item, grade_item_of
-    from quantmedic.pipelines.shipped import shipped_path
+    from quantmedic.pipelines.data import shipped_path
+    from quantmedic.pipelines.evaluation.grading import grade_attempts, grade_item, grade_item_of
 
     attempts = load_attempts(shipped_path("gsm8k-solutions"))[: args.items]
     start = time.perf_counter()

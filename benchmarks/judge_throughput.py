@@ -23,15 +23,14 @@ import gc
 import json
 import os
 import platform
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
+
+from quantmedic.taxonomy.local_server import LocalServer, reserve_port, start_server
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVER = ROOT / "tests" / "support" / "fault_server.py"
@@ -39,28 +38,17 @@ DATA = ROOT / "pipelines" / "data" / "gsm8k" / "model_solutions.jsonl"
 MODEL = "fault"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_server(latency: float, slots: int) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, str(SERVER), "--port", str(port), "--latency", str(latency),
-                             "--slots", str(slots)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the fault server exited: {proc.stderr.read().decode(errors='replace')}")
-        try:
-            with urllib.request.urlopen(f"{base}/models", timeout=1):
-                return proc, base
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("the fault server did not start within 30 s")
+def start_fault_server(latency: float, slots: int, log: Path) -> LocalServer:
+    """The fault server on a free port, ready to answer (stopped on exit from ``with``)."""
+    port = reserve_port()
+    server = start_server([sys.executable, str(SERVER), "--port", str(port), "--latency", str(latency),
+                           "--slots", str(slots)], log, name="the fault server", port=port)
+    try:
+        server.wait_until_ready(f"http://127.0.0.1:{port}/v1/models", 30, interval=0.1)
+    except BaseException:
+        server.stop()
+        raise
+    return server
 
 
 def load_items(n: int, offset: int = 0):
@@ -232,18 +220,16 @@ def main() -> None:
     warm_attempts = load_items(args.warmup, offset=args.items) if args.warmup else []
     warm_requests = request_fields(warm_attempts)
     load_before = os.getloadavg()
-    proc, base_url = start_server(args.latency, args.slots)
     runs: dict[str, list[dict]] = {v: [] for v in variants}
-    try:
+    with (tempfile.TemporaryDirectory(prefix="judge-throughput-") as tmp,
+          start_fault_server(args.latency, args.slots, Path(tmp) / "fault-server.log") as server):
+        base_url = f"http://127.0.0.1:{server.port}/v1"
         for variant in variants:
             if args.warmup:
                 measure(variant, base_url, warm_attempts, warm_requests, args.concurrency)
         for _ in range(args.repeat):
             for variant in variants:  # interleaved, so drift hits every variant alike
                 runs[variant].append(measure(variant, base_url, attempts, requests, args.concurrency))
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
     results = {}
     for variant, measured in runs.items():

@@ -9,17 +9,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from quantmedic.taxonomy.local_server import reserve_port, start_server
 
 from .backend import Endpoint
 
@@ -43,44 +39,6 @@ def find_gguf() -> Path:
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_ready(url: str, process: subprocess.Popen, log: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            tail = log.read_text(errors="replace")[-2000:]
-            raise EmbeddedJudgeUnavailable(f"the llama.cpp server exited with code {process.returncode}:\n{tail}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.2)
-    raise EmbeddedJudgeUnavailable(f"the llama.cpp server was not ready after {timeout:.0f} s (log: {log})")
-
-
-def stop_process_group(process: subprocess.Popen, grace: float = 10.0) -> None:
-    """SIGTERM the process's group, then SIGKILL what is left after ``grace`` seconds."""
-    if process.poll() is not None:
-        return
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
 @contextmanager
 def embedded_judge(gguf: Path | None = None, *, n_ctx: int = 4096, threads: int = 1,
                    startup_timeout: float = 120.0) -> Iterator[Endpoint]:
@@ -88,19 +46,19 @@ def embedded_judge(gguf: Path | None = None, *, n_ctx: int = 4096, threads: int 
     if importlib.util.find_spec("llama_cpp") is None:
         raise EmbeddedJudgeUnavailable(f"llama-cpp-python is not installed; {INSTALL_HINT}")
     gguf = gguf or find_gguf()
-    port = free_port()
-    log = Path(tempfile.mkstemp(prefix="quantmedic-llama-", suffix=".log")[1])
+    port = reserve_port()
+    fd, name = tempfile.mkstemp(prefix="quantmedic-llama-", suffix=".log")
+    os.close(fd)
+    log = Path(name)
     command = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
                "--port", str(port), "--n_ctx", str(n_ctx), "--model_alias", "local",
                "--n_threads", str(threads), "--n_threads_batch", str(threads), "--logits_all", "false"]
-    with log.open("wb") as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   start_new_session=True)
     try:
-        _wait_ready(f"http://127.0.0.1:{port}/v1/models", process, log, startup_timeout)
-        # llama.cpp's server accepts only json_object (+ schema) as a response format
-        yield Endpoint(base_url=f"http://127.0.0.1:{port}/v1", model="local", response_format="json_object",
-                       identity=f"embedded-llama.cpp|{gguf.name}|ctx{n_ctx}")
+        with start_server(command, log, name="the llama.cpp server", port=port) as server:
+            server.wait_until_ready(f"http://127.0.0.1:{port}/v1/models", startup_timeout,
+                                    error=EmbeddedJudgeUnavailable)
+            # llama.cpp's server accepts only json_object (+ schema) as a response format
+            yield Endpoint(base_url=f"http://127.0.0.1:{port}/v1", model="local", response_format="json_object",
+                           identity=f"embedded-llama.cpp|{gguf.name}|ctx{n_ctx}")
     finally:
-        stop_process_group(process)
         log.unlink(missing_ok=True)

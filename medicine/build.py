@@ -15,44 +15,44 @@ import json
 import shutil
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from quantmedic.judge.adapters import load_attempts
 from quantmedic.taxonomy.errors import InputError
 from quantmedic.taxonomy.jsonl import read_records
-from quantmedic.taxonomy.records import Attempt, Problem, Review, Verdict
+from quantmedic.taxonomy.records import Attempt, ChosenSource, Problem, Review, Verdict
 
 from . import export
 from .contamination import problem_key, problem_keys
 from .diagnoses import Diagnosis, resolve
 from .pairs import CHOSEN_SOURCES, build_pairs
-from .selection import STRATEGIES, select
+from .selection import Strategy, select
 
 
-@dataclass(frozen=True)
-class BuildSettings:
-    """How to build the medicine (recorded in ``medicine.json`` and the card)."""
+class BuildSettings(BaseModel):
+    """How to build the medicine (recorded in ``medicine.json`` and the card); ``quantmedic medicine
+    build`` takes its options' defaults and help from here, and a study's ``medicine:`` section is one."""
 
-    budget: int = 545
-    strategy: str = "error-weighted"
-    seed: int = 0
-    chosen: tuple[str, ...] = CHOSEN_SOURCES
-    step_level: bool = False
-    max_per_problem: int = 1
-    exclude_categories: tuple[str, ...] = ()
-    allow_eval_overlap: bool = False
-    reviews: bool = False
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    def __post_init__(self) -> None:
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
-        unknown = [c for c in self.chosen if c not in CHOSEN_SOURCES]
-        if unknown or not self.chosen:
-            raise ValueError(f"--chosen takes a comma-separated order of {', '.join(CHOSEN_SOURCES)}")
-        if self.budget < 1 or self.max_per_problem < 1:
-            raise ValueError("the budget and --max-per-problem must be at least 1")
+    budget: int = Field(545, ge=1, description="Number of pairs to draw (the reference study used 545).")
+    strategy: Strategy = Field("error-weighted", description=(
+        "error-weighted (categories in proportion to their share of the failures), stratified (equal shares) or "
+        "uniform."))
+    seed: int = Field(0, description="Seed of the draw (in a study: the study's seed).")
+    chosen: tuple[ChosenSource, ...] = Field(CHOSEN_SOURCES, min_length=1, description=(
+        "Where chosen solutions come from, in order of preference: full-precision, resample, reference."))
+    step_level: bool = Field(False, description=(
+        "Pairs that share the solution up to the first wrong step and differ from there (where a correct solution "
+        "shares that prefix; else a whole-solution pair, counted)."))
+    max_per_problem: int = Field(1, ge=1, description="Failures drawn per problem at most.")
+    exclude_categories: tuple[str, ...] = Field((), description="Error categories left out (e.g. degenerate).")
+    allow_eval_overlap: bool = Field(False, description="Keep failures on --eval-split problems (reported).")
+    reviews: bool = Field(False, description="Whether human reviews decided the diagnoses (set from the inputs).")
 
 
 @dataclass
@@ -109,7 +109,7 @@ def fingerprint(inputs: MedicineInputs, settings: BuildSettings) -> str:
         digest.update(r.model_dump_json(exclude={"verdict"}).encode())
     for p in inputs.eval_problems or ():
         digest.update(problem_key(p).encode())
-    digest.update(json.dumps(asdict(settings), sort_keys=True).encode())
+    digest.update(json.dumps(settings.model_dump(mode="json"), sort_keys=True).encode())
     return digest.hexdigest()[:16]
 
 
@@ -128,8 +128,7 @@ def build(inputs: MedicineInputs, settings: BuildSettings) -> tuple[list, dict[s
     report = {
         "quantmedic_version": importlib.metadata.version("quantmedic"),
         "fingerprint": fingerprint(inputs, settings),
-        "settings": {**asdict(settings), "chosen": list(settings.chosen),
-                     "exclude_categories": list(settings.exclude_categories)},
+        "settings": settings.model_dump(mode="json"),
         "inputs": {**inputs.files, "verdicts_read": len(inputs.verdicts), "attempts_read": len(inputs.attempts),
                    "reviews_read": len(inputs.reviews) if inputs.reviews is not None else None},
         "taxonomy": ", ".join(taxonomies),
@@ -150,7 +149,7 @@ def build(inputs: MedicineInputs, settings: BuildSettings) -> tuple[list, dict[s
 def write(out_dir: str | Path, pairs: list, report: dict[str, Any], *, overwrite: bool = False) -> str:
     """Write the folder; returns ``written``, or ``unchanged`` when the same build is already there."""
     out_dir = Path(out_dir)
-    existing = out_dir / "medicine.json"
+    existing = out_dir / export.REPORT
     if existing.is_file():
         try:
             if json.loads(existing.read_text(encoding="utf-8")).get("fingerprint") == report["fingerprint"]:
@@ -175,8 +174,34 @@ def write(out_dir: str | Path, pairs: list, report: dict[str, Any], *, overwrite
 
 def read_report(medicine_dir: str | Path) -> dict[str, Any]:
     """The ``medicine.json`` of a medicine folder."""
-    path = Path(medicine_dir) / "medicine.json"
+    path = Path(medicine_dir) / export.REPORT
     if not path.is_file():
         raise InputError(medicine_dir, "is not a medicine folder (no medicine.json); build one with "
                                        "`quantmedic medicine build`")
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+class EmptyMedicine(InputError):
+    """No preference pair could be made (the message says why; ``report`` is the build's report)."""
+
+    def __init__(self, path: str | Path, report: dict[str, Any]):
+        super().__init__(path, "no preference pair could be made: " + why_none(report))
+        self.report = report
+
+
+def why_none(report: dict[str, Any]) -> str:
+    """Why a build made no pair, from its report's counts."""
+    reasons = {**report["skipped"], **report["pair_notes"]}
+    if report["diagnoses"] == 0:
+        return "no usable diagnosis (" + (", ".join(f"{k}: {n}" for k, n in reasons.items()) or "no verdicts") + ")"
+    return ", ".join(f"{k}: {n}" for k, n in reasons.items()) or "nothing selected"
+
+
+def build_into(inputs: MedicineInputs, settings: BuildSettings, out_dir: str | Path, *,
+               overwrite: bool = False) -> tuple[list, dict[str, Any], str]:
+    """Build the medicine and write its folder: ``(pairs, report, "written" | "unchanged")``; raises
+    :class:`EmptyMedicine` when no pair could be made."""
+    pairs, report = build(inputs, settings)
+    if not pairs:
+        raise EmptyMedicine((inputs.files.get("verdicts") or [out_dir])[0], report)
+    return pairs, report, write(out_dir, pairs, report, overwrite=overwrite)

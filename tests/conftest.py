@@ -15,7 +15,7 @@ import pytest
 
 from quantmedic.judge.cache import ResponseCache
 from quantmedic.judge.embedded import EmbeddedJudgeUnavailable, embedded_judge
-from quantmedic.pipelines.shipped import shipped_path
+from quantmedic.pipelines.data import shipped_path
 
 from .support.servers import fault_server
 
@@ -89,10 +89,10 @@ def eval_cli():
     import typer
     from typer.testing import CliRunner
 
-    from quantmedic.pipelines.commands_eval import register
+    from quantmedic.pipelines.cli.evaluation import commands
 
     app = typer.Typer()
-    register(app)
+    commands.register(app)
     runner = CliRunner()
     return lambda *args: runner.invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
 

@@ -12,6 +12,7 @@ import pytest
 from quantmedic.judge.adapters import load_attempts
 from quantmedic.judge.metrics import wilson_interval
 from quantmedic.taxonomy.jsonl import read_records, write_records
+from quantmedic.taxonomy.local_server import reserve_port
 from quantmedic.taxonomy.records import Review
 
 from .support import argilla_server as rest
@@ -135,11 +136,10 @@ def test_conflicting_settings_are_refused_before_writing(argilla, verdicts_file,
 
 
 def test_errors_are_one_line_with_advice(argilla, verdicts_file, tmp_path):
-    from quantmedic.judge.embedded import free_port
-
     cases = [
         (env(argilla, key="not-a-key"), ["--workspace", argilla.workspace], "refused the API key"),
-        ({"ARGILLA_API_URL": f"http://127.0.0.1:{free_port()}", "ARGILLA_API_KEY": "k"}, [], "cannot reach Argilla"),
+        ({"ARGILLA_API_URL": f"http://127.0.0.1:{reserve_port()}", "ARGILLA_API_KEY": "k"}, [],
+         "cannot reach Argilla"),
         (env(argilla), ["--workspace", "nope"], 'workspace "nope" does not exist'),
     ]
     for environment, extra, message in cases:

@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from quantmedic.judge.embedded import free_port
+from quantmedic.taxonomy.local_server import reserve_port
 
 from .support.argilla_server import (
     annotator_records,
@@ -241,7 +241,7 @@ def test_serve_restart_keeps_data_and_ctrl_c_stops_everything(argilla, tmp_path)
     home = tmp_path / "home"
     python = argilla.server_python
     for run in (1, 2):
-        port = free_port()
+        port = reserve_port()
         serve = subprocess.Popen(
             [sys.executable, "-m", "quantmedic.pipelines.cli", "annotate", "serve", "--home", str(home), "--port",
              str(port), "--python", python, "--annotators", "1"],

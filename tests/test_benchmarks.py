@@ -10,8 +10,8 @@ from collections import Counter
 import pytest
 
 from quantmedic.judge.adapters import load_attempts
-from quantmedic.pipelines import benchmarks
-from quantmedic.pipelines.benchmarks import load_benchmark
+from quantmedic.pipelines.evaluation import benchmarks
+from quantmedic.pipelines.evaluation.benchmarks import load_benchmark
 from quantmedic.taxonomy.errors import InputError
 
 

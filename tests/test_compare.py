@@ -12,9 +12,11 @@ import pytest
 
 from quantmedic.judge.adapters import load_attempts
 from quantmedic.judge.metrics import wilson_interval
-from quantmedic.pipelines import compare as compare_module
-from quantmedic.pipelines.compare import compare, mcnemar_exact, to_json, to_markdown
-from quantmedic.pipelines.shipped import shipped_path
+from quantmedic.pipelines.data import shipped_path
+from quantmedic.pipelines.evaluation import compare as compare_module
+from quantmedic.pipelines.evaluation.compare import (ALL_FAILURES, FLIPPED_FAILURES, compare, mcnemar_exact, to_json,
+                                                     to_markdown, write_comparison)
+from quantmedic.pipelines.evaluation.comparison_json import ComparisonSummary
 from quantmedic.taxonomy.errors import InputError
 from quantmedic.taxonomy.jsonl import read_records, write_records
 from quantmedic.taxonomy.records import Attempt, Problem, Quantization, Sampling
@@ -153,8 +155,41 @@ def test_json_markdown_and_docstrings():
     assert result.attempted > 0 and result.failed == 0
 
 
-# --- the compare command -------------------------------------------------------------------------
+def test_the_summary_reads_back_what_the_report_needs(tmp_path):
+    fp, quant = hand_built()
+    c, written = write_comparison(fp, quant, tmp_path / "out")
+    assert written == ["comparison.json", "comparison.md", "accuracy_by_subject.png", "accuracy_by_level.png",
+                       "flips.png", FLIPPED_FAILURES, ALL_FAILURES]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(written)
+    summary = ComparisonSummary.read(tmp_path / "out")
+    assert summary == ComparisonSummary.read(tmp_path / "out" / "comparison.json") == ComparisonSummary.of(c)
+    data = to_json(c)
+    for side, key in ((summary.full_precision, "full_precision"), (summary.quantized, "quantized")):
+        raw = data[key]
+        assert (side.label, side.attempts, side.unpaired, side.correct, side.n, side.accuracy) == (
+            raw["label"], raw["attempts"], raw["unpaired"], raw["correct"], raw["n"], raw["accuracy"])
+        assert [side.wilson95.low, side.wilson95.high] == raw["wilson95"]
+        assert (side.outputs.n, side.outputs.length_unit) == (13, "tokens")
+    assert (summary.quantized.label, summary.quantized.correct, summary.quantized.n) == ("toy [awq 4-bit]", 5, 12)
+    assert summary.pairs.__dict__ == data["pairs"]
+    assert (summary.pairs.right_to_wrong, summary.pairs.wrong_to_right) == (5, 1)
+    assert summary.difference == data["difference"] == round(-4 / 12, 6)
+    assert [summary.difference_wald95.low, summary.difference_wald95.high] == data["difference_wald95"]
+    assert summary.mcnemar_exact_p == pytest.approx(0.21875)
+    assert (summary.full_precision.outputs.mean_length, summary.quantized.outputs.mean_length) == (100, 150)
+    assert dict(summary.quantized.outputs.degenerate_kinds) == {"repetition_loop": 1, "truncated": 1}
+    assert (summary.quantized.outputs.degenerate.correct, summary.quantized.outputs.degenerate.n) == (2, 13)
+    assert [g.group for g in summary.by_subject] == ["Algebra", "Geometry"] and len(summary.by_level) == 3
+    failures = read_records(tmp_path / "out" / ALL_FAILURES, Attempt)
+    assert failures == [a for a in quant if a.correct is False] and len(failures) == 7
+    (tmp_path / "bad.json").write_text('{"pairs": {}}')
+    with pytest.raises(InputError, match="not a comparison"):
+        ComparisonSummary.read(tmp_path / "bad.json")
+    with pytest.raises(InputError, match="no such file"):
+        ComparisonSummary.read(tmp_path)
 
+
+# --- the compare command -------------------------------------------------------------------------
 
 
 def test_compare_command_writes_the_report_plots_and_flipped_failures(eval_cli, tmp_path):
@@ -172,7 +207,9 @@ def test_compare_command_writes_the_report_plots_and_flipped_failures(eval_cli, 
         assert blob[:8] == b"\x89PNG\r\n\x1a\n" and len(blob) > 5000
     flipped = read_records(out / "flipped_failures.jsonl", Attempt)
     assert flipped == quant[4:9] and all(a.correct is False for a in flipped)
+    assert read_records(out / "failures.jsonl", Attempt) == [a for a in quant if a.correct is False]
     assert "# toy vs toy [awq 4-bit]" in result.output and "5 right → wrong" in result.output
+    assert "flipped_failures.jsonl, failures.jsonl to" in result.output
 
 
 def test_compare_command_rejects_ungraded_and_duplicated_input(eval_cli, tmp_path):

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from quantmedic.pipelines.benchmarks import load_benchmark
-from quantmedic.pipelines.dpo import DPOSettings, train_dpo
-from quantmedic.pipelines.generation import generate
-from quantmedic.pipelines.quantize import quantize
+from quantmedic.pipelines.evaluation.benchmarks import load_benchmark
+from quantmedic.pipelines.training.dpo import train_dpo
+from quantmedic.pipelines.training.dpo_config import DPOSettings
+from quantmedic.pipelines.models.generation import generate
+from quantmedic.pipelines.models.quantize import quantize
 from quantmedic.taxonomy.jsonl import read_records, write_records
 from quantmedic.taxonomy.records import Attempt
 

@@ -3,7 +3,7 @@ GSM8K authors' labels, and the ``grade`` command.
 
 The hang is real: math-verify comparing ``9^{9^{9}}`` with 5 does not return (its own
 ``signal.alarm`` timeout is off in the pool). Crashes and exceptions are injected through the
-pool's ``check`` argument with the module-level functions below (test-only hooks run in the real
+grader's ``check`` argument with the module-level functions below (test-only hooks run in the real
 worker processes).
 """
 
@@ -17,12 +17,12 @@ import time
 import pytest
 
 from quantmedic.judge.adapters import load_attempts
-from quantmedic.pipelines import grading
-from quantmedic.pipelines.benchmarks import load_benchmark
-from quantmedic.pipelines.grading import (CHOICE, LAST_EXPRESSION, MATH_VERIFY, NO_ANSWER, NO_REFERENCE, TIMEOUT,
-                                          Grade, GradeItem, agreement, check_gsm8k, extract_choice, grade_attempts,
-                                          grade_item, run_pool)
-from quantmedic.pipelines.shipped import shipped_path
+from quantmedic.pipelines.data import shipped_path
+from quantmedic.pipelines.evaluation import grading
+from quantmedic.pipelines.evaluation.benchmarks import load_benchmark
+from quantmedic.pipelines.evaluation.grading import (CHOICE, LAST_EXPRESSION, MATH_VERIFY, NO_ANSWER, NO_REFERENCE,
+                                                     TIMEOUT, Grade, GradeItem, agreement, check_gsm8k, extract_choice,
+                                                     grade_attempts, grade_file, grade_item, grade_items)
 from quantmedic.taxonomy.errors import InputError
 from quantmedic.taxonomy.jsonl import read_records, write_records
 from quantmedic.taxonomy.records import Attempt, Problem
@@ -102,7 +102,7 @@ def test_crash_and_exception_in_a_worker_are_ungradable_not_fatal():
     items = [GradeItem("A: 5", "5"), GradeItem(f"{CRASH_MARKER}\nA: 5", "5"), GradeItem("A: 4", "5"),
              GradeItem(f"{RAISE_MARKER}\nA: 5", "5"), GradeItem("A: 5", "5")]
     for workers in (1, 2):
-        grades = run_pool(items, workers=workers, timeout=10.0, check=crash_or_raise)
+        grades = grade_items(items, workers=workers, timeout=10.0, check=crash_or_raise)
         assert [g.correct for g in grades] == [True, None, False, None, True]
         assert grades[1].grading == "ungradable: worker crashed (exit code 3)"
         assert grades[3].grading == "ungradable: ValueError: injected failure"
@@ -131,6 +131,24 @@ def test_multiple_choice_is_graded_by_letter():
     assert [g.final_answer for g in graded] == ["B", "B", "B", "C", None]
     assert [g.grading for g in graded] == [CHOICE] * 4 + [NO_ANSWER]
     assert extract_choice("The answer is a prime number, 5", options) is None  # lower-case 'a' is no letter
+
+
+def test_grade_file_grades_only_the_ungraded_attempts_in_place(tmp_path):
+    from io import StringIO
+
+    from rich.console import Console
+
+    path = tmp_path / "attempts.jsonl"
+    done = attempt("A: 7").model_copy(update={"correct": True, "grading": "by hand"})  # kept as it is
+    write_records(path, [done, attempt("A: 5"), attempt("A: 6")])
+    output = StringIO()
+    grade_file(path, Console(file=output, width=200))
+    graded = read_records(path, Attempt)
+    assert [(a.correct, a.grading) for a in graded] == [(True, "by hand"), (True, MATH_VERIFY), (False, MATH_VERIFY)]
+    assert output.getvalue().strip() == f"graded 2 attempts: 2 of 3 correct in {path}"
+    before = path.stat().st_mtime_ns
+    grade_file(path)  # nothing left to grade: the file is not rewritten
+    assert path.stat().st_mtime_ns == before
 
 
 def test_docstring_examples():

@@ -24,7 +24,7 @@ def test_fresh_venv_install(tmp_path, editable):
              "quantmedic.pipelines.cli, importlib.util as u;"
              "print(quantmedic.judge.__file__);"
              "print([n for n in ('judge', 'taxonomy', 'annotate', 'medicine', 'pipelines') if u.find_spec(n)]);"
-             "from quantmedic.pipelines.shipped import SHIPPED, shipped_path;"
+             "from quantmedic.pipelines.data import SHIPPED, shipped_path;"
              "from quantmedic.taxonomy.model import default_taxonomy;"
              "assert all(shipped_path(n).is_file() for n in SHIPPED), 'shipped data missing';"
              "assert default_taxonomy().name == 'quantmedic-default'")

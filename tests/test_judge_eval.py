@@ -7,7 +7,7 @@ import json
 import pytest
 
 from quantmedic.judge.adapters import load_attempts
-from quantmedic.pipelines.shipped import shipped_path
+from quantmedic.pipelines.data import shipped_path
 
 from .test_cli_judge import cli
 

@@ -11,6 +11,7 @@ from quantmedic.judge.backend import ChatBackend, Endpoint
 from quantmedic.judge.cache import ResponseCache
 from quantmedic.judge.retry import RetryPolicy
 from quantmedic.judge.runner import JudgeConfig, JudgeRun, JudgeRunAborted, JudgeSpec
+from quantmedic.taxonomy.local_server import reserve_port
 from quantmedic.taxonomy.model import default_taxonomy
 from quantmedic.taxonomy.records import Attempt, Problem
 
@@ -144,10 +145,8 @@ def test_k_samples_keep_every_answer_and_the_majority(faults, cache, transport):
 
 
 def test_a_dead_server_is_retried_then_unscored(cache, transport):
-    from quantmedic.judge.embedded import free_port
-
     class Dead:
-        base_url = f"http://127.0.0.1:{free_port()}/v1"
+        base_url = f"http://127.0.0.1:{reserve_port()}/v1"
 
     verdicts, stats, _ = judge(Dead, attempts(1), cache, transport, policy=RetryPolicy(max_retries=1, base_delay=0.01))
     assert verdicts[0].status == "unscored" and stats.transport_retries == 1

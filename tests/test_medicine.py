@@ -181,7 +181,7 @@ def test_build_exports_a_dataset_that_reloads_and_feeds_trl_unchanged(verdicts, 
         assert (pair.rejected_attempt_id, pair.category, pair.first_wrong_step) == (v.attempt.id, v.category, 1)
     from datasets import load_dataset, load_from_disk
 
-    from quantmedic.pipelines.prompting import step_messages
+    from quantmedic.judge.step_format import step_messages
 
     for dataset in (load_dataset(str(out), split="train"), load_from_disk(str(out / "hf"))["train"]):
         assert dataset.num_rows == 20 and {"prompt", "chosen", "rejected", "verdict_id"} <= set(dataset.column_names)

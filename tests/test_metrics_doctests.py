@@ -10,7 +10,9 @@ import pytest
 MODULES = [f"quantmedic.judge.metrics.{name}" for name in
            ("_steps", "agreement", "bootstrap", "calibration", "intervals", "localization", "processbench")]
 MODULES += [f"quantmedic.medicine.{name}" for name in ("contamination", "diagnoses", "pairs", "selection")]
-MODULES += [f"quantmedic.pipelines.{name}" for name in ("continuations", "dpo", "generation", "recovery", "study", "study_config")]
+MODULES += [f"quantmedic.pipelines.{name}" for name in ("models.continuations", "models.engines", "models.loading",
+                                                         "models.quantize", "evaluation.recovery", "study.engine",
+                                                         "study.config", "study.layout")]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from quantmedic.pipelines.prompting import (EMPTY_OUTPUT, STEP_INSTRUCTION, Completion, parse_completion,
+from quantmedic.judge.step_format import (EMPTY_OUTPUT, STEP_INSTRUCTION, ModelOutput, parse_completion,
                                             render_prompt, step_messages, user_message)
 from quantmedic.taxonomy.records import Attempt, Problem, Quantization, Sampling
 
@@ -57,7 +57,7 @@ def test_a_tokenizer_without_chat_template_is_refused(tokenizer):
 def test_completion_becomes_an_attempt_with_steps_answer_and_provenance():
     text = "Step 1: Tom starts with 3 apples.\n\nStep 2: He buys 4, so 3 + 4 = 7.\n\nStep 3: The answer is \\boxed{7}."
     sampling = Sampling(temperature=0.7, top_p=0.9, max_tokens=256, seed=11, sample_index=2, extra={"n": 4})
-    attempt = parse_completion(PROBLEM, Completion(text, "stop", 31), model="tiny-gptq", quantization=GPTQ,
+    attempt = parse_completion(PROBLEM, ModelOutput(text, "stop", 31), model="tiny-gptq", quantization=GPTQ,
                                sampling=sampling)
     assert attempt.steps == ("Step 1: Tom starts with 3 apples.", "Step 2: He buys 4, so 3 + 4 = 7.",
                              "Step 3: The answer is \\boxed{7}.")
@@ -67,7 +67,7 @@ def test_completion_becomes_an_attempt_with_steps_answer_and_provenance():
 
 
 def test_the_attempt_id_tells_quantized_from_full_precision_and_samples_apart():
-    completion = Completion("Step 1: 3 + 4 = 7\nStep 2: \\boxed{7}", "stop", 12)
+    completion = ModelOutput("Step 1: 3 + 4 = 7\nStep 2: \\boxed{7}", "stop", 12)
     full = parse_completion(PROBLEM, completion, model="tiny")
     quantized = parse_completion(PROBLEM, completion, model="tiny", quantization=GPTQ)
     second = parse_completion(PROBLEM, completion, model="tiny", sampling=Sampling(sample_index=1))
@@ -75,11 +75,11 @@ def test_the_attempt_id_tells_quantized_from_full_precision_and_samples_apart():
 
 
 def test_unmarked_text_falls_back_to_paragraphs_and_a_cut_off_box_has_no_answer():
-    attempt = parse_completion(PROBLEM, Completion("3 + 4 = 7\n\nso \\boxed{7", "length", 64), model="m")
+    attempt = parse_completion(PROBLEM, ModelOutput("3 + 4 = 7\n\nso \\boxed{7", "length", 64), model="m")
     assert attempt.steps == ("3 + 4 = 7", "so \\boxed{7")
     assert attempt.final_answer is None and attempt.finish_reason == "length"
 
 
 def test_a_blank_completion_is_kept_as_one_placeholder_step():
-    attempt = parse_completion(PROBLEM, Completion("  \n\n ", "stop", 1), model="m")
+    attempt = parse_completion(PROBLEM, ModelOutput("  \n\n ", "stop", 1), model="m")
     assert attempt.steps == (EMPTY_OUTPUT,) and attempt.final_answer is None

@@ -11,11 +11,12 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from quantmedic.pipelines.benchmarks import load_benchmark
-from quantmedic.pipelines.commands_models import register
-from quantmedic.pipelines.generation import generate
-from quantmedic.pipelines.quantize import (RECORD_FILE, check_settings, choose_tool, infer_quantization,
-                                           load_for_generation, quantize, read_quantization)
+from quantmedic.pipelines.evaluation.benchmarks import load_benchmark
+from quantmedic.pipelines.cli.models import commands
+from quantmedic.pipelines.models.generation import generate
+from quantmedic.pipelines.models.loading import RECORD_FILE, infer_quantization, load_for_generation, read_quantization
+from quantmedic.pipelines.models.quantize import choose_tool, quantize
+from quantmedic.pipelines.models.quantize_config import check_settings
 from quantmedic.taxonomy.jsonl import read_records
 from quantmedic.taxonomy.records import Attempt, Quantization
 
@@ -177,7 +178,7 @@ def test_autoawq_and_autogptq_style_checkpoints_load_with_an_inferred_record(che
 
 def test_quantize_command_writes_the_checkpoint_and_its_record(tiny, tmp_path):
     app = typer.Typer()
-    register(app)
+    commands.register(app)
     out = tmp_path / "gptq8"
     result = CliRunner().invoke(app, ["quantize", str(tiny), "--method", "gptq", "--bits", "8", "--group-size", "-1",
                                       "--calibration", "gsm8k", "--num-samples", "8", "--out", str(out),

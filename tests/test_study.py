@@ -8,7 +8,6 @@ answered by two annotator accounts over Argilla's REST API, on the real local Ar
 
 import json
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -16,6 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from quantmedic.taxonomy.local_server import stop_process_group
 
 from .support import argilla_server as rest
 from .support.servers import fault_server
@@ -149,8 +150,7 @@ def test_a_run_killed_while_judging_resumes_with_the_answers_it_had(tmp_path):
                 except sqlite3.Error:
                     pass
         assert process.poll() is None, process.stderr.read().decode()[-3000:]
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+        stop_process_group(process, timeout=0)  # SIGKILL to the whole group at once, as kill -9 would
         with sqlite3.connect(cache) as db:
             answered = db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
         state = json.loads((out / "state.json").read_text())

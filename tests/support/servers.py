@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
-import subprocess
+import os
 import sys
-import time
+import tempfile
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from quantmedic.judge.embedded import free_port, stop_process_group
+from quantmedic.taxonomy.local_server import reserve_port, start_server
 
 FAULT_SERVER = Path(__file__).with_name("fault_server.py")
 
@@ -40,20 +40,13 @@ class FaultServer:
 
 @contextmanager
 def fault_server(*args: str) -> Iterator[FaultServer]:
-    port = free_port()
-    process = subprocess.Popen([sys.executable, str(FAULT_SERVER), "--port", str(port), *args],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    server = FaultServer(port)
+    port = reserve_port()
+    fd, log = tempfile.mkstemp(prefix="fault-server-", suffix=".log")
+    os.close(fd)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                server.script([])
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"fault server did not start: {process.stderr.read().decode()[-2000:]}")
-                time.sleep(0.1)
-        yield server
+        with start_server([sys.executable, str(FAULT_SERVER), "--port", str(port), *args], log,
+                          name="fault server", port=port) as child:
+            child.wait_until_ready(f"http://127.0.0.1:{port}/v1/models", 30, interval=0.1)
+            yield FaultServer(port)
     finally:
-        stop_process_group(process)
+        os.unlink(log)

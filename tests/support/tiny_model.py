@@ -33,7 +33,7 @@ _CALC = re.compile(r"<<[^>]*>>")
 
 
 def _gsm8k_path() -> Path:
-    from quantmedic.pipelines.shipped import shipped_path
+    from quantmedic.pipelines.data import shipped_path
 
     return shipped_path("gsm8k")
 

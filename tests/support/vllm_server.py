@@ -18,8 +18,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,6 +26,8 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+
+from quantmedic.taxonomy.local_server import port_in_use, reserve_port, start_server
 
 SERVED_MODEL_NAME = "local"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -52,20 +52,6 @@ class VLLMServerError(RuntimeError):
     """The server died or did not become ready; the message ends with its log tail."""
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _log_tail(path: Path, n_lines: int = 60) -> str:
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except OSError as exc:
-        return f"<cannot read {path}: {exc}>"
-    return "\n".join(lines[-n_lines:])
-
-
 def _ready(base_url: str) -> bool:
     try:
         with urllib.request.urlopen(f"{base_url}/models", timeout=5) as resp:
@@ -75,22 +61,6 @@ def _ready(base_url: str) -> bool:
     except (urllib.error.URLError, OSError, ValueError):
         return False
     return any(m.get("id") == SERVED_MODEL_NAME for m in data.get("data", []))
-
-
-def _stop(proc: subprocess.Popen, grace: float = 30.0) -> None:
-    """SIGTERM the whole process group (API server + engine core), then SIGKILL."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            pass
-    # Children (EngineCore) may outlive the leader; kill whatever is left of the group.
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=10)
 
 
 @contextlib.contextmanager
@@ -117,11 +87,10 @@ def vllm_server(
     Measured on 2 cores: ready in ~30-35 s instead of ~140 s, ~2.9 GiB instead of ~3.7 GiB RSS,
     for ~20% slower decoding (~2.4 s instead of ~2.0 s a judge call).
     """
-    port = port or free_port()
+    port = port or reserve_port()
     base_url = f"http://127.0.0.1:{port}/v1"
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        if probe.connect_ex(("127.0.0.1", port)) == 0:
-            raise VLLMServerError(f"port {port} is already in use")
+    if port_in_use(port):
+        raise VLLMServerError(f"port {port} is already in use")
     if log_path is None:
         fd, log_name = tempfile.mkstemp(prefix=f"vllm-server-{port}-", suffix=".log")
         os.close(fd)
@@ -143,33 +112,13 @@ def vllm_server(
     fast_env = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"} if fast_start else {}
     full_env = {**os.environ, **SERVER_ENV, **fast_env, **(env or {})}
 
-    with open(log, "ab") as log_fh:
-        proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=log_fh,
-            stderr=subprocess.STDOUT,
-            env=full_env,
-            start_new_session=True,  # own process group, so _stop reaches EngineCore too
-        )
+    # own process group, so stopping it reaches EngineCore too
+    server = start_server(cmd, log, name=f"vLLM server on {base_url}", port=port, env=full_env)
     try:
-        deadline = time.monotonic() + timeout
-        while not _ready(base_url):
-            code = proc.poll()
-            if code is not None:
-                raise VLLMServerError(
-                    f"vLLM server exited with code {code} during start-up "
-                    f"(log {log}):\n{_log_tail(log)}"
-                )
-            if time.monotonic() > deadline:
-                raise VLLMServerError(
-                    f"vLLM server not ready on {base_url} after {timeout:.0f}s "
-                    f"(log {log}):\n{_log_tail(log)}"
-                )
-            time.sleep(1.0)
+        server.wait_until_ready(lambda: _ready(base_url), timeout, error=VLLMServerError, interval=1.0)
         yield base_url
     finally:
-        _stop(proc)
+        server.stop(timeout=30.0)
 
 
 def ensure_hf_model(python: str, gguf: str, out_dir: str, timeout: float = 600) -> str:

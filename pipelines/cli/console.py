@@ -1,0 +1,78 @@
+"""What every command module shares: the two consoles, exit codes, command registration, extras."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import typer
+from pydantic import BaseModel, ValidationError
+from rich.console import Console
+
+from quantmedic.taxonomy.errors import pydantic_error_field
+
+stderr = Console(stderr=True)
+stdout = Console()
+
+EXIT_ABORTED = 1
+EXIT_CHECK_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+S = TypeVar("S", bound=BaseModel)
+
+
+class Commands:
+    """The commands of one module, added to an app (in the order they are declared) by :meth:`register`."""
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[str | None, dict[str, Any], Callable]] = []
+
+    def command(self, name: str | None = None, **options: Any) -> Callable[[Callable], Callable]:
+        def add(function: Callable) -> Callable:
+            self.entries.append((name, options, function))
+            return function
+
+        return add
+
+    def register(self, app: typer.Typer) -> None:
+        for name, options, function in self.entries:
+            app.command(name, **options)(function)
+
+
+def require(modules: tuple[str, ...], extra: str) -> None:
+    """Exit 2 with the install line when an optional dependency is missing."""
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        stderr.print(f"[red]error:[/red] this command needs {', '.join(missing)}: pip install "
+                     f"\"quantmedic[{extra}]\"", highlight=False)
+        raise typer.Exit(EXIT_BAD_INPUT)
+
+
+def split_csv(value: str) -> tuple[str, ...]:
+    """``"a, b,,c"`` → ``("a", "b", "c")``."""
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def described(settings: type[BaseModel], name: str, *flags: str, **options: Any) -> Any:
+    """A typer option whose help and bounds are those of ``settings``' field ``name`` (its default is the
+    field's default, given as the parameter's default: each setting is declared once, in its model).
+    Pydantic still checks the bounds (``gt`` shows as a minimum here); see :func:`build_settings`."""
+    field = settings.model_fields[name]
+    bounds: dict[str, Any] = {}
+    for rule in field.metadata:
+        for attribute, option in (("ge", "min"), ("gt", "min"), ("le", "max"), ("lt", "max")):
+            if (bound := getattr(rule, attribute, None)) is not None:
+                bounds[option] = float(bound) if field.annotation is float else bound
+    return typer.Option(*flags, help=field.description, **{**bounds, **options})
+
+
+def build_settings(settings: type[S], flags: Mapping[str, str] | None = None, **values: Any) -> S:
+    """``settings(**values)``; a validation error becomes a usage error naming the option."""
+    try:
+        return settings(**values)
+    except ValidationError as error:
+        first = error.errors()[0]
+        field = pydantic_error_field(first).split(".")[0].replace("<record>", "")
+        flag = (flags or {}).get(field, "--" + field.replace("_", "-")) if field else None
+        raise typer.BadParameter(first["msg"].removeprefix("Value error, "), param_hint=flag) from None

@@ -1,0 +1,197 @@
+"""The ``grade``, ``compare`` and ``evaluate`` commands: grading attempts, the paired comparison of full
+precision with quantized, and the recovery after treatment.
+
+Bad input raises :class:`InputError` (the ``quantmedic`` entry point turns it into exit code 2).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from quantmedic.judge.adapters import load_attempts
+from quantmedic.medicine.build import read_report
+from quantmedic.taxonomy.errors import InputError
+from quantmedic.taxonomy.jsonl import read_records
+from quantmedic.taxonomy.records import Attempt, Verdict
+
+from quantmedic.pipelines.data import resolve_input
+from quantmedic.pipelines.evaluation.compare import PairingError, load_graded, to_markdown, write_comparison
+from quantmedic.pipelines.evaluation.grading import Agreement, summarize, write_graded
+from quantmedic.pipelines.evaluation.grading import check_gsm8k as gsm8k_agreement  # --check-gsm8k is a flag
+from quantmedic.pipelines.evaluation.recovery import evaluate_recovery, write_recovery
+
+from .console import EXIT_CHECK_FAILED, Commands, stderr
+
+AGREEMENT_TARGET = 0.99
+
+commands = Commands()
+evaluate_commands = Commands()
+
+
+@contextmanager
+def _progress(description: str, total: int | None = None) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr, and the ``progress(done, total)`` callback that moves it."""
+    with Progress(TextColumn(f"[bold]{description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+                  TimeRemainingColumn(), console=stderr, transient=False) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda done, total: progress.update(task, completed=done, total=total)
+
+
+def summary_table(graded: list[Attempt]) -> Table:
+    """Per model: attempts, correct, wrong, ungradable and accuracy with its 95% Wilson interval."""
+    table = Table(title="Grading summary", show_header=True)
+    for column in ("model", "attempts", "correct", "wrong", "ungradable", "accuracy [95% Wilson]"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for row in summarize(graded):
+        i = row.interval
+        accuracy = "–" if row.accuracy is None else \
+            f"{100 * row.accuracy:.1f}% [{100 * i.low:.1f}, {100 * i.high:.1f}]"  # type: ignore[union-attr]
+        table.add_row(escape(row.label), str(row.total), str(row.correct), str(row.wrong), str(row.ungradable),
+                      accuracy)
+    return table
+
+
+def _ungradable_line(graded: list[Attempt]) -> str | None:
+    reasons: dict[str, int] = {}
+    for row in summarize(graded):
+        if row.label != "all":
+            for reason, n in row.ungradable_reasons:
+                reasons[reason] = reasons.get(reason, 0) + n
+    return ", ".join(f"{n} {reason.removeprefix('ungradable: ')}" for reason, n in reasons.items()) or None
+
+
+def _print_agreement(result: Agreement) -> bool:
+    """Print the GSM8K agreement and every disagreement; whether it reaches the target."""
+    ok = result.rate >= AGREEMENT_TARGET
+    stderr.print(f"GSM8K agreement with the authors' is_correct labels: {result.agreeing}/{result.total} "
+                 f"({100 * result.rate:.2f}%; target {100 * AGREEMENT_TARGET:.0f}%): "
+                 f"{'[green]ok[/green]' if ok else '[red]below target[/red]'}; "
+                 f"{len(result.disagreements)} disagreements", highlight=False)
+    if result.disagreements:
+        table = Table(title="Disagreements", show_header=True)
+        for column in ("attempt", "problem", "model", "authors", "grader", "extracted", "reference", "grading"):
+            table.add_column(column)
+        for d in result.disagreements:
+            table.add_row(d.attempt_id, str(d.source_id), d.model, str(d.expected), str(d.got),
+                          escape(str(d.final_answer)), escape(str(d.reference_answer)), escape(str(d.grading)))
+        stderr.print(table)
+    return ok
+
+
+def _load(attempts: str, input_format: str) -> list[Attempt]:
+    """The attempts to grade; a format that does not fit is a usage error on --format."""
+    path = resolve_input(attempts)
+    try:
+        return load_attempts(path, input_format)
+    except ValueError as error:
+        if isinstance(error, InputError):
+            raise
+        raise typer.BadParameter(str(error), param_hint="--format") from None
+
+
+@commands.command("grade", epilog="Exit codes: 0 done (ungradable attempts are recorded, not fatal), 1 the "
+                                  "--check-gsm8k agreement is below 99%, 2 bad input or options.")
+def grade(
+    attempts: Annotated[Optional[str], typer.Argument(
+        help="Attempts to grade: quantmedic JSONL (e.g. from generation), any format `quantmedic judge` reads, "
+             "or a shipped name such as gsm8k-solutions. Optional with --check-gsm8k.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Graded attempts JSONL to write "
+                                                                    "(atomically).")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Grading processes.")] = 2,
+    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds per attempt; a slower one is killed and "
+                                                         "recorded as 'ungradable: timeout'.")] = 5.0,
+    input_format: Annotated[str, typer.Option("--format", help="auto, quantmedic, processbench, gsm8k-solutions "
+                                                               "or text.")] = "auto",
+    check_gsm8k: Annotated[bool, typer.Option("--check-gsm8k", help="Also grade the shipped GSM8K model "
+        "solutions and report the agreement with their authors' labels (and every disagreement).")] = False,
+) -> None:
+    """[bold]Grade[/bold] attempts: extract the final answer and check it against the reference with math-verify.
+
+    Sets each attempt's correct, final_answer and grading (replacing any earlier grade). An attempt whose check hangs or crashes is recorded as ungradable (correct: null) and the run goes on.
+    """
+    if attempts is None and not check_gsm8k:
+        raise typer.BadParameter("give the attempts to grade (or --check-gsm8k)", param_hint="ATTEMPTS")
+    if attempts is not None and out is None:
+        raise typer.BadParameter("say where the graded attempts go", param_hint="--out")
+    if attempts is not None:
+        loaded = _load(attempts, input_format)
+        with _progress("grading", len(loaded)) as progress:
+            graded = write_graded(loaded, out, workers=workers, timeout=timeout,  # type: ignore[arg-type]
+                                  progress=progress)
+        stderr.print(summary_table(graded))
+        if (line := _ungradable_line(graded)) is not None:
+            stderr.print(f"ungradable: {escape(line)}", highlight=False)
+        stderr.print(f"wrote {len(graded)} graded attempts to {out}", highlight=False)
+    if check_gsm8k:
+        with _progress("checking GSM8K") as progress:
+            result = gsm8k_agreement(workers=workers, timeout=timeout, progress=progress)
+        if not _print_agreement(result):
+            raise typer.Exit(EXIT_CHECK_FAILED)
+
+
+@commands.command("compare", epilog="Outputs in --out: comparison.json, comparison.md, accuracy_by_subject.png, "
+                                    "accuracy_by_level.png (when levels are known), flips.png, "
+                                    "flipped_failures.jsonl, failures.jsonl (every quantized attempt graded wrong).")
+def compare_command(
+    fp_attempts: Annotated[Path, typer.Argument(help="Graded attempts of the full-precision model (JSONL).")],
+    quant_attempts: Annotated[Path, typer.Argument(help="Graded attempts of the quantized model (JSONL).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the report files.")],
+    fp_label: Annotated[Optional[str], typer.Option(help="Name of the full-precision side "
+                                                         "(default: its model).")] = None,
+    quant_label: Annotated[Optional[str], typer.Option(help="Name of the quantized side (default: its model "
+                                                            "and quantization).")] = None,
+) -> None:
+    """[bold]Compare[/bold] full precision with quantized, paired by problem and sample: accuracy with 95% Wilson intervals, McNemar's exact test, flips, breakdowns by subject and level, output length and degenerate outputs.
+
+    The quantized attempts that went right → wrong are written to flipped_failures.jsonl, ready for
+    `quantmedic judge`.
+    """
+    fp, quant = load_graded(fp_attempts), load_graded(quant_attempts)
+    try:
+        comparison, written = write_comparison(fp, quant, out, fp_label=fp_label, quant_label=quant_label)
+    except PairingError as error:
+        raise InputError(quant_attempts, f"{error} with {fp_attempts}") from None
+    sys.stdout.write(to_markdown(comparison))
+    stderr.print(f"wrote {', '.join(written)} to {out} ({len(comparison.right_to_wrong)} right → wrong quantized "
+                 "failures for `quantmedic judge`)", highlight=False, soft_wrap=True)
+
+
+@evaluate_commands.command("evaluate", epilog="Exit codes: 0 done, 2 bad input.")
+def evaluate_command(
+    full: Annotated[Path, typer.Option("--full", help="Graded attempts of the full-precision model.")],
+    before: Annotated[Path, typer.Option("--before", help="Graded attempts of the quantized model.")],
+    after: Annotated[Path, typer.Option("--after", help="Graded attempts of the quantized model with the adapter "
+                                                        "(`quantmedic generate --adapter`).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for recovery.json, recovery.md, recovery.png.")],
+    medicine: Annotated[Optional[Path], typer.Option("--medicine", help="The medicine folder: its problems are "
+                                                                        "left out of the measurement.")] = None,
+    verdicts_before: Annotated[Optional[Path], typer.Option(help="Verdicts on the failures before treatment "
+                                                                 "(for the change in the error-category mix).")] = None,
+    verdicts_after: Annotated[Optional[Path], typer.Option(help="Verdicts on the failures after treatment.")] = None,
+    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+    resamples: Annotated[int, typer.Option(min=100, help="Bootstrap resamples.")] = 4000,
+) -> None:
+    """[bold]Evaluate[/bold] a treatment: accuracy before and after the adapter, and the share of the accuracy lost to quantization that came back, with intervals."""
+    keys = read_report(medicine)["problem_keys"] if medicine else []
+    vb = read_records(verdicts_before, Verdict) if verdicts_before else []
+    va = read_records(verdicts_after, Verdict) if verdicts_after else []
+    result = evaluate_recovery(load_graded(full), load_graded(before), load_graded(after), medicine_keys=keys,
+                               verdicts_before=vb, verdicts_after=va, n_resamples=resamples, seed=seed)
+    if result.n == 0:
+        raise InputError(after, "no problem is present and gradable in all three files"
+                         + (" outside the medicine" if result.excluded_medicine else ""))
+    markdown, written = write_recovery(result, out)
+    sys.stdout.write(markdown)
+    if not medicine:
+        stderr.print("note: without --medicine nothing checks that these problems were not trained on",
+                     highlight=False)
+    stderr.print(f"wrote {', '.join(written)} to {out}", highlight=False)

@@ -1,0 +1,129 @@
+"""``quantmedic judge`` and ``judge-eval``: the batch judging job and the judge's meta-evaluation.
+
+Every judge option's default and help come from :class:`~quantmedic.judge.settings.JudgeSettings`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from quantmedic.judge.cache import default_cache_path
+from quantmedic.judge.eval_job import EvalJob, run_judge_eval
+from quantmedic.judge.job import dry_run as render_dry_run, run_judge_job
+from quantmedic.judge.meta_eval import to_markdown
+from quantmedic.judge.settings import JudgeSettings, build_job
+from quantmedic.pipelines.data import SHIPPED, resolve_input
+from quantmedic.taxonomy.model import load_taxonomy
+
+from .console import Commands, build_settings, described, stderr, stdout
+
+commands = Commands()
+J = JudgeSettings()
+_SHIPPED_HELP = ", ".join(f"[bold]{name}[/bold]" for name in SHIPPED)
+FLAGS = {"base_url": "--base-url", "models": "--model", "prompts": "--prompt"}
+
+BaseUrl = Annotated[Optional[list[str]], described(JudgeSettings, "base_url", "--base-url", envvar="QUANTMEDIC_BASE_URL")]
+Model = Annotated[Optional[list[str]], described(JudgeSettings, "models", "--model", "-m")]
+ApiKeyEnv = Annotated[str, described(JudgeSettings, "api_key_env")]
+Samples = Annotated[int, described(JudgeSettings, "samples")]
+Temperature = Annotated[float, described(JudgeSettings, "temperature")]
+MaxTokens = Annotated[int, described(JudgeSettings, "max_tokens")]
+Seed = Annotated[int, described(JudgeSettings, "seed")]
+Concurrency = Annotated[Optional[int], described(JudgeSettings, "concurrency")]
+Timeout = Annotated[float, described(JudgeSettings, "timeout")]
+MaxRetries = Annotated[int, described(JudgeSettings, "max_retries")]
+MaxDelay = Annotated[float, described(JudgeSettings, "max_delay")]
+InvalidRetries = Annotated[int, described(JudgeSettings, "invalid_retries")]
+ResponseFormatOpt = Annotated[str, described(JudgeSettings, "response_format", "--response-format")]
+Transport = Annotated[str, described(JudgeSettings, "transport")]
+PromptFiles = Annotated[Optional[list[Path]], described(JudgeSettings, "prompts", "--prompt")]
+TaxonomyFile = Annotated[Optional[Path], typer.Option("--taxonomy", help="Your own taxonomy YAML/JSON "
+    "(start from `quantmedic taxonomy`). Default: the reference study's.")]
+Format = Annotated[str, typer.Option("--format", help="auto, quantmedic, processbench, gsm8k-solutions or text.")]
+Limit = Annotated[Optional[int], typer.Option(min=1, help="Judge at most this many items.")]
+CacheFile = Annotated[Optional[Path], typer.Option("--cache", help="SQLite store of answers that makes reruns "
+    f"resume. Default: {default_cache_path()}")]
+
+
+def judge_settings(base_url, model, prompt, **values) -> JudgeSettings:
+    """The settings from the shared judge options (a bad combination is a usage error naming the option)."""
+    return build_settings(JudgeSettings, FLAGS, base_url=base_url or [], models=model or [], prompts=prompt or [],
+                          **values)
+
+
+@commands.command(epilog=f"Shipped inputs you can name instead of a path: {_SHIPPED_HELP}. "
+                    "Exit codes: 0 done (unscored items are recorded, not fatal), 1 the endpoint refused "
+                    "(wrong URL, key or model), 2 bad input or options.")
+def judge(
+    input: Annotated[str, typer.Argument(
+        help="Attempts to judge: quantmedic JSONL, ProcessBench JSON/JSONL, the GSM8K model-solutions file, "
+             "JSONL with problem + solution text, or a shipped name such as gsm8k-solutions.")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Verdicts JSONL to write (atomically). "
+        "Verdicts already in it that this run does not redo are kept.")] = None,
+    base_url: BaseUrl = None, model: Model = None, api_key_env: ApiKeyEnv = J.api_key_env,
+    samples: Samples = J.samples, temperature: Temperature = J.temperature, max_tokens: MaxTokens = J.max_tokens, seed: Seed = J.seed,
+    taxonomy: TaxonomyFile = None, input_format: Format = "auto",
+    include_correct: Annotated[bool, typer.Option(help="Also judge attempts graded correct.")] = False,
+    limit: Limit = None, concurrency: Concurrency = None, timeout: Timeout = J.timeout, max_retries: MaxRetries = J.max_retries,
+    max_delay: MaxDelay = J.max_delay, invalid_retries: InvalidRetries = J.invalid_retries, response_format: ResponseFormatOpt = J.response_format,
+    transport: Transport = J.transport, cache: CacheFile = None, prompt: PromptFiles = None,
+    price_input: Annotated[Optional[float], described(JudgeSettings, "price_input")] = None,
+    price_output: Annotated[Optional[float], described(JudgeSettings, "price_output")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the prompt(s), schema and response format "
+                                                            "of the first item(s); send nothing.")] = False,
+) -> None:
+    """Find the [bold]first wrong step[/bold] of each failed solution and classify its error.
+
+    Every answer is checked against a JSON Schema built from the taxonomy; invalid answers are retried and finally recorded as [italic]unscored[/italic], never dropped. Answers are cached as they arrive, so a rerun (or a run after a crash) only sends what is missing.
+    """
+    if out is None and not dry_run:
+        raise typer.BadParameter("say where the verdicts go", param_hint="--out")
+    settings = judge_settings(base_url, model, prompt, api_key_env=api_key_env, samples=samples,
+                              temperature=temperature, max_tokens=max_tokens, seed=seed, concurrency=concurrency,
+                              timeout=timeout, max_retries=max_retries, max_delay=max_delay,
+                              invalid_retries=invalid_retries, response_format=response_format, transport=transport,
+                              price_input=price_input, price_output=price_output)
+    job = build_job(settings, input=resolve_input(input), out=out, taxonomy=load_taxonomy(taxonomy), cache=cache,
+                    input_format=input_format, limit=limit, include_correct=include_correct)
+    if dry_run:
+        render_dry_run(job, stdout)
+        return
+    run_judge_job(job, stderr)
+
+
+@commands.command("judge-eval", epilog="Outputs in --out: metrics.json, summary.md, predictions.jsonl, verdicts.jsonl, "
+                                  "steps.png (predicted vs. true step), calibration.png (reliability diagram).")
+def judge_eval(
+    data: Annotated[str, typer.Argument(help="ProcessBench-format data (JSON array or JSONL of problem, steps, "
+        "label = 0-based first wrong step or -1), any split (GSM8K, MATH, OlympiadBench, Omni-MATH), or the "
+        "shipped processbench-gsm8k.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the report files.")],
+    base_url: BaseUrl = None, model: Model = None, api_key_env: ApiKeyEnv = J.api_key_env,
+    samples: Samples = J.samples, temperature: Temperature = J.temperature, max_tokens: MaxTokens = J.max_tokens, seed: Seed = J.seed,
+    taxonomy: TaxonomyFile = None, input_format: Format = "auto", limit: Limit = None,
+    concurrency: Concurrency = None, timeout: Timeout = J.timeout, max_retries: MaxRetries = J.max_retries,
+    max_delay: MaxDelay = J.max_delay, invalid_retries: InvalidRetries = J.invalid_retries, response_format: ResponseFormatOpt = J.response_format,
+    transport: Transport = J.transport, cache: CacheFile = None, prompt: PromptFiles = None,
+    escalate_below: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Escalation: the first "
+        "--model judges every item, the others only items where it is unscored, its confidence is below this, "
+        "or its samples disagree. The spend of each tier is reported.")] = None,
+    bootstrap: Annotated[int, typer.Option(min=100, help="Bootstrap resamples for the 95% intervals.")] = 2000,
+) -> None:
+    """Score judges against [bold]human first-error labels[/bold] (ProcessBench's metrics).
+
+    Accuracy on the samples with an error, on those without, and their harmonic mean (F1), each with a 95% bootstrap interval; where the judges point (too early / too late, by how many steps); unscored counts; with several judges, a side-by-side table, Cohen's kappa between judges and the ensemble's score; calibration of the stated confidence (reliability table, ECE, accuracy and coverage at thresholds).
+    """
+    settings = judge_settings(base_url, model, prompt, api_key_env=api_key_env, samples=samples,
+                              temperature=temperature, max_tokens=max_tokens, seed=seed, concurrency=concurrency,
+                              timeout=timeout, max_retries=max_retries, max_delay=max_delay,
+                              invalid_retries=invalid_retries, response_format=response_format, transport=transport)
+    job = build_job(settings, input=resolve_input(data), out=None, taxonomy=load_taxonomy(taxonomy), cache=cache,
+                    input_format=input_format, limit=limit)
+    evaluation, _ = run_judge_eval(EvalJob(job, out, escalate_below, bootstrap, seed), stderr)
+    sys.stdout.write(to_markdown(evaluation))
+    stderr.print(f"wrote {out}/metrics.json, summary.md, predictions.jsonl, verdicts.jsonl, steps.png, "
+                 "calibration.png")

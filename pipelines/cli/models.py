@@ -1,0 +1,101 @@
+"""``quantmedic quantize`` and ``generate``.
+
+Every option's default and help come from :class:`QuantizeSettings` and :class:`GenerationSettings`;
+bad settings are usage errors (exit code 2). torch, the quantization tools and vLLM are imported
+only when a command runs, so ``quantmedic --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from quantmedic.pipelines.evaluation.benchmarks import load_benchmark
+from quantmedic.pipelines.evaluation.grading import grade_file
+from quantmedic.pipelines.models.generation import generate
+from quantmedic.pipelines.models.generation_config import GenerationSettings
+from quantmedic.pipelines.models.quantize import quantize
+from quantmedic.pipelines.models.quantize_config import QuantizeSettings
+from quantmedic.taxonomy.errors import InputError
+
+from .console import Commands, build_settings, described, stderr
+
+commands = Commands()
+Q = QuantizeSettings()
+G = GenerationSettings()
+
+
+@commands.command("quantize")
+def quantize_command(
+    model: Annotated[str, typer.Argument(help="Model folder (HF format) to quantize.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the quantized checkpoint.")],
+    method: Annotated[str, described(QuantizeSettings, "method")] = Q.method,
+    bits: Annotated[Optional[int], described(QuantizeSettings, "bits")] = None,
+    group_size: Annotated[int, described(QuantizeSettings, "group_size")] = Q.group_size,
+    calibration: Annotated[str, described(QuantizeSettings, "calibration")] = Q.calibration,
+    num_samples: Annotated[int, described(QuantizeSettings, "num_samples")] = Q.num_samples,
+    max_seq_length: Annotated[int, described(QuantizeSettings, "max_seq_length")] = Q.max_seq_length,
+    tool: Annotated[str, described(QuantizeSettings, "tool")] = Q.tool,
+) -> None:
+    """Quantize a model with GPTQ, AWQ or W8A8; the settings are saved beside it and travel into every attempt."""
+    settings = build_settings(QuantizeSettings, method=method, bits=bits, group_size=group_size,
+                              calibration=calibration, num_samples=num_samples, max_seq_length=max_seq_length, tool=tool)
+    try:
+        record = quantize(model, out_dir=out, settings=settings)
+    except ValueError as error:
+        if isinstance(error, InputError):
+            raise
+        raise typer.BadParameter(str(error)) from None
+    stderr.print(f"wrote {out}: {record.method} {record.bits}-bit, group {record.group_size}, {record.format} "
+                 f"({record.tool}, {record.extra.get('calibration_samples')} calibration samples)", highlight=False)
+
+
+@commands.command("generate")
+def generate_command(
+    model: Annotated[str, typer.Argument(help="Model folder or Hugging Face id (for --backend openai: a label, or "
+                                              "the folder whose quantization record to attach).")],
+    benchmark: Annotated[str, typer.Option(help="math500, gsm8k, aime24, a JSONL file or a Hugging Face dataset.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Attempts JSONL; appended to, and an interrupted run "
+                                                          "resumes where it stopped.")],
+    backend: Annotated[str, described(GenerationSettings, "backend")] = G.backend,
+    n: Annotated[int, described(GenerationSettings, "n", "--n")] = G.n,
+    temperature: Annotated[float, described(GenerationSettings, "temperature")] = G.temperature,
+    top_p: Annotated[float, described(GenerationSettings, "top_p")] = G.top_p,
+    max_tokens: Annotated[int, described(GenerationSettings, "max_tokens")] = G.max_tokens,
+    seed: Annotated[int, described(GenerationSettings, "seed")] = G.seed,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Only the first N problems.")] = None,
+    split: Annotated[Optional[str], typer.Option(help="Dataset split (Hugging Face datasets).")] = None,
+    kv_cache_dtype: Annotated[Optional[str], described(GenerationSettings, "kv_cache_dtype")] = None,
+    base_url: Annotated[Optional[str], described(GenerationSettings, "base_url",
+                                                 envvar="QUANTMEDIC_GENERATE_BASE_URL")] = None,
+    model_name: Annotated[Optional[str], described(GenerationSettings, "served_model", "--model-name")] = None,
+    api_key_env: Annotated[str, described(GenerationSettings, "api_key_env")] = G.api_key_env,
+    batch_size: Annotated[int, described(GenerationSettings, "batch_size")] = G.batch_size,
+    concurrency: Annotated[int, described(GenerationSettings, "concurrency")] = G.concurrency,
+    grade: Annotated[bool, typer.Option(help="Grade the attempts with math-verify once generation is done "
+                                             "(as `quantmedic grade` does).")] = True,
+    adapter: Annotated[Optional[Path], typer.Option(help="A LoRA adapter folder (`quantmedic train dpo`) to apply; "
+                                                        "the attempts' model becomes MODEL+ADAPTER (transformers "
+                                                        "backend).")] = None,
+) -> None:
+    """Generate step-by-step solutions ("Step 1: ...", a final \\boxed{}) with a full-precision or quantized model."""
+    settings = build_settings(GenerationSettings, {"served_model": "--model-name"}, backend=backend, n=n,
+                              temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed,
+                              kv_cache_dtype=kv_cache_dtype, base_url=base_url, served_model=model_name,
+                              api_key_env=api_key_env, batch_size=batch_size, concurrency=concurrency)
+    problems = load_benchmark(benchmark, split=split, limit=limit)
+    try:
+        summary = generate(model, problems, out_path=out, settings=settings, api_key=os.environ.get(api_key_env),
+                           adapter=adapter, console=stderr)
+    except ValueError as error:
+        if isinstance(error, InputError):
+            raise
+        raise typer.BadParameter(str(error)) from None
+    stderr.print(f"wrote {summary.written} attempts to {out} ({summary.skipped} of {summary.problems} problems were "
+                 f"already done; {summary.completion_tokens} tokens, {summary.tokens_per_second:.1f} tok/s)",
+                 highlight=False)
+    if grade:
+        grade_file(out, stderr)

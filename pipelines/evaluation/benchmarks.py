@@ -1,0 +1,285 @@
+"""Benchmark problems as :class:`Problem` records: the shipped sets, local JSONL, Hugging Face datasets.
+
+``load_benchmark`` resolves its first argument in this order: a shipped name (``math500``,
+``gsm8k``, ``aime24``; offline), an existing local JSONL file, else a Hugging Face dataset name
+(``datasets.load_dataset``, imported only then). Rows become problems through one field mapping
+(:data:`FIELDS` → the row's keys), detected from the first row and overridden by ``fields``.
+
+Conventions: a reference answer holding a GSM8K ``#### 18`` line becomes ``18`` (the full text,
+calculator notes removed, is kept as the reference solution); a ``choices`` mapping (one list
+field, or several option fields) makes a multiple-choice problem whose reference answer is the
+choice LETTER (given as a letter, a 0-based index, or the text of the right option).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from quantmedic.judge.adapters import strip_calculator_notes
+from quantmedic.taxonomy.errors import InputError
+from quantmedic.taxonomy.jsonl import iter_json_lines
+from quantmedic.taxonomy.records import Problem
+
+from quantmedic.pipelines.data import shipped_path
+
+FIELDS = ("text", "reference_answer", "reference_solution", "source_id", "subject", "level", "choices")
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+# Shipped benchmarks: shipped-data name and the mapping of their rows.
+SHIPPED_BENCHMARKS: dict[str, tuple[str, dict[str, Any]]] = {
+    "math500": ("math500", {"text": "problem", "reference_answer": "answer", "reference_solution": "solution",
+                            "source_id": "unique_id", "subject": "subject", "level": "level"}),
+    "gsm8k": ("gsm8k", {"text": "question", "reference_answer": "answer"}),
+    "aime24": ("aime24", {"text": "problem", "reference_answer": "answer", "reference_solution": "solution",
+                          "source_id": "id"}),
+}
+
+# Candidate keys tried, in order, when a field is not mapped explicitly.
+_DETECT: dict[str, tuple[str, ...]] = {
+    "text": ("problem", "question", "Question", "prompt"),
+    "reference_answer": ("answer", "reference_answer", "Answer", "final_answer", "target"),
+    "reference_solution": ("solution", "reference_solution", "Solution", "explanation"),
+    "source_id": ("unique_id", "id", "idx", "ID"),
+    "subject": ("subject", "type", "category", "Subject"),
+    "level": ("level", "difficulty", "Level"),
+    "choices": ("choices", "options"),
+}
+_HASHES = re.compile(r"^\s*####\s*(.+?)\s*$", re.MULTILINE)
+_LETTER = re.compile(r"^\(?([A-Za-z])\)?\.?$")
+
+
+def choice_letter(index: int) -> str:
+    """The letter of the ``index``-th option (0-based).
+
+    >>> choice_letter(0), choice_letter(3)
+    ('A', 'D')
+    """
+    if not 0 <= index < len(LETTERS):
+        raise ValueError(f"no choice letter for index {index}")
+    return LETTERS[index]
+
+
+def gsm8k_answer(text: str) -> str | None:
+    """The final answer of a GSM8K-style answer text (after its last ``#### ``), else None.
+
+    >>> gsm8k_answer("3 + 4 = <<3+4=7>>7\\n#### 7")
+    '7'
+    >>> gsm8k_answer("7") is None
+    True
+    """
+    found = _HASHES.findall(text)
+    return found[-1] if found else None
+
+
+def field_mapping(first_row: Mapping[str, Any], fields: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The mapping used for every row: keys detected in ``first_row``, overridden by ``fields``.
+
+    A field mapped to None is left out.
+
+    >>> field_mapping({"question": "1+1?", "answer": "2", "id": 7})
+    {'text': 'question', 'reference_answer': 'answer', 'source_id': 'id'}
+    >>> field_mapping({"q": "1+1?", "answer": "2"}, {"text": "q", "reference_answer": None})
+    {'text': 'q'}
+    """
+    fields = dict(fields or {})
+    unknown = set(fields) - set(FIELDS)
+    if unknown:
+        raise ValueError(f"unknown field(s) {', '.join(sorted(unknown))}; map any of {', '.join(FIELDS)}")
+    mapping: dict[str, Any] = {}
+    for name in FIELDS:
+        if name in fields:
+            if fields[name] is not None:
+                mapping[name] = fields[name]
+            continue
+        key = next((k for k in _DETECT[name] if k in first_row), None)
+        if key is not None:
+            mapping[name] = key
+    return mapping
+
+
+def _get(row: Mapping[str, Any], key: str, where: str, line: int | None) -> Any:
+    if key not in row:
+        raise InputError(where, "missing", line=line, field=key)
+    return row[key]
+
+
+def _text(value: Any, key: str, where: str, line: int | None, *, required: bool = False) -> str | None:
+    if value is None and not required:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise InputError(where, f"expected text, got {type(value).__name__}", line=line, field=key)
+    text = str(value).strip()
+    if required and not text:
+        raise InputError(where, "empty", line=line, field=key)
+    return text
+
+
+def _options(row: Mapping[str, Any], spec: Any, where: str, line: int | None) -> list[str]:
+    if isinstance(spec, str):
+        value = _get(row, spec, where, line)
+        if not isinstance(value, (list, tuple)):
+            raise InputError(where, f"expected a list of options, got {type(value).__name__}", line=line, field=spec)
+        options = [_text(v, f"{spec}.{i}", where, line, required=True) for i, v in enumerate(value)]
+    elif isinstance(spec, Sequence):
+        options = [_text(_get(row, key, where, line), key, where, line, required=True) for key in spec]
+    else:
+        raise ValueError("map choices to a list field (a name) or to several option fields (a list of names)")
+    if not 2 <= len(options) <= len(LETTERS):
+        raise InputError(where, f"expected 2 to {len(LETTERS)} options, got {len(options)}", line=line,
+                         field=spec if isinstance(spec, str) else None)
+    return options  # type: ignore[return-value]
+
+
+def _answer_index(value: Any, options: list[str], key: str, where: str, line: int | None) -> int:
+    """Index of the right option, given as a letter, a 0-based index or the option's text."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if 0 <= value < len(options):
+            return value
+    elif isinstance(value, str):
+        text = value.strip()
+        match = _LETTER.match(text)
+        if match and LETTERS.index(match.group(1).upper()) < len(options):
+            return LETTERS.index(match.group(1).upper())
+        if text in options:
+            return options.index(text)
+    raise InputError(where, f"{value!r} is neither a choice letter, a 0-based index nor the text of an option",
+                     line=line, field=key)
+
+
+def _shuffled(options: list[str], right: int, text: str) -> tuple[list[str], int]:
+    """Options in an order fixed by the problem text (the same on every machine), and the new index."""
+    seed = int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big")
+    order = list(range(len(options)))
+    random.Random(seed).shuffle(order)
+    return [options[i] for i in order], order.index(right)
+
+
+def problem_from_row(row: Mapping[str, Any], mapping: Mapping[str, Any], *, source: str, where: str,
+                     line: int | None = None, shuffle_choices: bool = False) -> Problem:
+    """One row as a :class:`Problem`; a mapped key missing from the row raises :class:`InputError`.
+
+    >>> p = problem_from_row({"q": "2+2?", "opts": ["3", "4"], "a": 1},
+    ...                      {"text": "q", "choices": "opts", "reference_answer": "a"}, source="toy", where="toy")
+    >>> p.choices, p.reference_answer
+    (('3', '4'), 'B')
+    """
+    if "text" not in mapping:
+        raise InputError(where, "no problem text: map it with fields={'text': ...}", line=line, field="text")
+    values: dict[str, Any] = {"source": source}
+    values["text"] = _text(_get(row, mapping["text"], where, line), mapping["text"], where, line, required=True)
+    for name in ("reference_solution", "source_id", "subject"):
+        if name in mapping:
+            values[name] = _text(_get(row, mapping[name], where, line), mapping[name], where, line)
+    if "level" in mapping:
+        level = _get(row, mapping["level"], where, line)
+        if level is not None and (isinstance(level, bool) or not isinstance(level, (int, str))):
+            raise InputError(where, f"expected a number or text, got {type(level).__name__}", line=line,
+                             field=mapping["level"])
+        values["level"] = level
+    answer_key = mapping.get("reference_answer")
+    raw_answer = _get(row, answer_key, where, line) if answer_key else None
+    if "choices" in mapping:
+        options = _options(row, mapping["choices"], where, line)
+        if raw_answer is None:
+            raise InputError(where, "a multiple-choice problem needs its answer", line=line,
+                             field=answer_key or "reference_answer")
+        spec = mapping["choices"]
+        if not isinstance(spec, str) and answer_key in spec:  # GPQA: the answer is one of the option fields
+            right = list(spec).index(answer_key)
+        else:
+            right = _answer_index(raw_answer, options, answer_key, where, line)  # type: ignore[arg-type]
+        if shuffle_choices:
+            options, right = _shuffled(options, right, values["text"])
+        values["choices"] = tuple(options)
+        values["reference_answer"] = choice_letter(right)
+    elif raw_answer is not None:
+        answer = _text(raw_answer, answer_key, where, line)  # type: ignore[arg-type]
+        final = gsm8k_answer(answer) if answer else None
+        if final is not None:
+            if values.get("reference_solution") is None:
+                values["reference_solution"] = strip_calculator_notes(answer)  # type: ignore[arg-type]
+            answer = final
+        values["reference_answer"] = answer or None
+    return Problem(**values)
+
+
+def problems_from_rows(rows: Iterable[tuple[int | None, Mapping[str, Any]]], *, source: str, where: str,
+                       fields: Mapping[str, Any] | None = None, limit: int | None = None,
+                       shuffle_choices: bool = False) -> list[Problem]:
+    """Rows ``(line, row)`` as problems, with the mapping detected from the first row."""
+    problems: list[Problem] = []
+    mapping: dict[str, Any] | None = None
+    for line, row in rows:
+        if limit is not None and len(problems) >= limit:
+            break
+        if mapping is None:
+            mapping = field_mapping(row, fields)
+        problems.append(problem_from_row(row, mapping, source=source, where=where, line=line,
+                                         shuffle_choices=shuffle_choices))
+    if not problems:
+        raise InputError(where, "no problems")
+    return problems
+
+
+def _load_shipped(name: str, split: str | None, limit: int | None) -> list[Problem]:
+    data_name, mapping = SHIPPED_BENCHMARKS[name]
+    if split not in (None, "test"):
+        raise ValueError(f"{name} ships only its test split, not {split!r}")
+    path = shipped_path(data_name)
+    problems = problems_from_rows(iter_json_lines(path), source=name, where=str(path), fields=mapping, limit=limit)
+    if name == "gsm8k":  # the same ids as the model-solutions adapter: test-<0-based row>
+        problems = [p.model_copy(update={"source_id": f"test-{i}"}) for i, p in enumerate(problems)]
+    return problems
+
+
+def _load_hub(name: str, split: str | None, fields: Mapping[str, Any] | None, limit: int | None,
+              shuffle_choices: bool, config: str | None, source: str | None,
+              options: Mapping[str, Any]) -> list[Problem]:
+    import datasets  # lazy: heavy, and only needed for Hub (or datasets-loadable) sets
+
+    split = split or "test"
+    dataset = datasets.load_dataset(name, config, split=split, **options)
+    where = f"{name}{f'/{config}' if config else ''}[{split}]"
+    rows = ((i + 1, row) for i, row in enumerate(dataset))
+    return problems_from_rows(rows, source=source or (name if config is None else f"{name}/{config}"), where=where,
+                              fields=fields, limit=limit, shuffle_choices=shuffle_choices)
+
+
+def load_benchmark(name_or_path: str | Path, *, split: str | None = None, fields: Mapping[str, Any] | None = None,
+                   limit: int | None = None, shuffle_choices: bool = False, config: str | None = None,
+                   source: str | None = None, **dataset_options: Any) -> list[Problem]:
+    """Load a benchmark's problems.
+
+    ``name_or_path``: ``math500``, ``gsm8k`` or ``aime24`` (shipped, offline), a local JSONL file,
+    or a Hugging Face dataset (``config``, ``split`` (default ``test``) and ``dataset_options``
+    such as ``data_files`` or ``cache_dir`` go to ``datasets.load_dataset``). ``fields`` maps
+    :data:`FIELDS` to row keys; ``choices`` takes a list field or a list of option fields.
+    ``shuffle_choices`` reorders options by a seed drawn from the problem text (for sets such as
+    GPQA that list the right answer first). ``source`` names the problems' source (default: the
+    shipped name, the file's stem or the dataset name); it is part of each problem's id, so attempts
+    pair up only across problems loaded with the same source. Row numbers in errors are 1-based.
+
+    >>> [p.reference_answer for p in load_benchmark("gsm8k", limit=2)]
+    ['18', '3']
+    """
+    name = str(name_or_path)
+    if limit is not None and limit < 1:
+        raise ValueError("limit must be at least 1")
+    if name in SHIPPED_BENCHMARKS and not Path(name).exists():
+        if fields is not None or dataset_options or config is not None or source is not None:
+            raise ValueError(f"{name} is shipped with its own field mapping; give a file for a mapping of yours")
+        return _load_shipped(name, split, limit)
+    path = Path(name)
+    if path.is_file():
+        if split is not None or dataset_options or config is not None:
+            raise ValueError("split, config and dataset options apply to Hugging Face datasets, not to files")
+        return problems_from_rows(iter_json_lines(path), source=source or path.stem, where=str(path), fields=fields,
+                                  limit=limit, shuffle_choices=shuffle_choices)
+    if path.suffix in (".jsonl", ".json") or path.exists():
+        raise InputError(path, "no such file")
+    return _load_hub(name, split, fields, limit, shuffle_choices, config, source, dataset_options)

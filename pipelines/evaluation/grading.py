@@ -1,0 +1,376 @@
+"""Grading attempts: final-answer extraction, then math-verify (``parse`` + ``verify``) in worker
+processes with a per-item timeout (:mod:`quantmedic.pipelines.evaluation.pool`).
+
+math-verify's own timeouts use ``signal.alarm`` (main thread only) and turn a timeout into a silent
+``False``; here they are off and the parent enforces the limit instead: a worker still busy when an
+item's time is up is killed and replaced, and that attempt is recorded as ``ungradable: timeout``.
+A worker that dies records ``ungradable: worker crashed (...)``; an exception records
+``ungradable: <Type>: <message>``. Nothing stops the run. ``correct`` is None exactly when the
+grading note starts with ``ungradable``.
+
+Extraction: ``\\boxed{}``, GSM8K's ``####`` and ``A:`` lines and "the answer is" sentences
+(:mod:`quantmedic.judge.answers`); with none of them, math-verify's own search for the last
+expression (noted as such). Multiple-choice problems (``Problem.choices``) are graded by the choice
+letter, which may also be given as the text of an option.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+
+from quantmedic.judge.adapters import load_attempts
+from quantmedic.judge.answers import extract_final_answer, last_boxed
+from quantmedic.judge.metrics import Interval, wilson_interval
+from quantmedic.taxonomy.jsonl import read_records, write_records
+from quantmedic.taxonomy.records import Attempt
+
+from quantmedic.pipelines.data import shipped_path
+from quantmedic.pipelines.evaluation.benchmarks import LETTERS
+from quantmedic.pipelines.evaluation.pool import Failure, run_pool
+
+MATH_VERIFY = "math-verify"
+LAST_EXPRESSION = "math-verify (no stated answer: last expression)"
+STRING_MATCH = "string match (reference not parseable)"
+CHOICE = "choice letter"
+NO_ANSWER = "no final answer"
+UNGRADABLE = "ungradable"
+TIMEOUT = "ungradable: timeout"
+NO_REFERENCE = "ungradable: no reference answer"
+
+
+@dataclass(frozen=True)
+class GradeItem:
+    """What a worker needs to grade one attempt (small and picklable)."""
+
+    solution: str
+    reference: str | None
+    choices: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Grade:
+    """The outcome for one attempt: ``correct`` is None when it could not be graded."""
+
+    correct: bool | None
+    final_answer: str | None
+    grading: str
+
+
+Check = Callable[[GradeItem], Grade]
+
+# --- extraction -------------------------------------------------------------------------------------
+
+_WRAPPERS = re.compile(r"\\(?:text|textbf|mathrm|mathbf|textrm)\s*\{([^{}]*)\}")
+_LEADING_LETTER = re.compile(r"^\(?([A-Z])\)?(?:$|[\s.:)\]])")
+_ANSWER_LETTER = re.compile(r"\b(?i:answer)\b(?:\s+is)?\s*[:=]?\s*(?i:option|choice)?\s*[*$\\{(\[]*\s*"
+                            r"(?:\\text(?:bf)?\{)?\(?([A-Z])\)?(?![A-Za-z0-9])")
+_ANSWER_LINE = re.compile(r"\b(?i:answer)\b\s*(?:is\s*:?|:)\s*(.+?)\s*$", re.MULTILINE)
+
+
+def _clean(answer: str) -> str:
+    r"""An extracted answer without math delimiters, bold markers, text wrappers or a trailing period.
+
+    >>> _clean(r"$\textbf{(C)}$.")
+    '(C)'
+    """
+    text = answer.strip()
+    for _ in range(3):
+        text = _WRAPPERS.sub(r"\1", text)
+    previous = None
+    while text != previous:
+        previous = text
+        text = text.strip().rstrip(".").strip("*").strip()
+        if len(text) >= 2 and text[0] == "$" and text[-1] == "$":
+            text = text[1:-1]
+    return text
+
+
+def _same_text(a: str, b: str) -> bool:
+    return " ".join(_clean(a).split()).lower() == " ".join(_clean(b).split()).lower()
+
+
+def letter_of(answer: str, choices: Sequence[str]) -> str | None:
+    """The choice letter an extracted answer names: a letter (``C``, ``(C)``, ``C) 42``) or an option's text.
+
+    >>> letter_of("(B) 4", ["3", "4"]), letter_of("$4$", ["3", "4"]), letter_of("5", ["3", "4"])
+    ('B', 'B', None)
+    """
+    text = _clean(answer)
+    match = _LEADING_LETTER.match(text)
+    if match and LETTERS.index(match.group(1)) < len(choices):
+        return match.group(1)
+    for i, option in enumerate(choices):
+        if _same_text(text, option):
+            return LETTERS[i]
+    return None
+
+
+def extract_choice(text: str, choices: Sequence[str]) -> str | None:
+    r"""The choice letter a multiple-choice solution ends with, or None.
+
+    Tried in order, the last match of each winning: ``\boxed{}``, an "answer is (C)" / "Answer: C"
+    statement, an "answer: <text of an option>" line, then the other final-answer conventions.
+
+    >>> extract_choice(r"so it is \boxed{\text{(C)}}", ["1", "2", "3", "4"])
+    'C'
+    >>> extract_choice("Therefore, the answer is (B).", ["1", "2", "3", "4"])
+    'B'
+    >>> extract_choice("Answer: 3", ["1", "2", "3", "4"])
+    'C'
+    """
+    boxed = last_boxed(text)
+    if boxed and (letter := letter_of(boxed, choices)):
+        return letter
+    for match in reversed(list(_ANSWER_LETTER.finditer(text))):
+        if LETTERS.index(match.group(1)) < len(choices):
+            return match.group(1)
+    stated = [*_ANSWER_LINE.findall(text)[-1:], extract_final_answer(text)]
+    return next((letter for s in stated if s and (letter := letter_of(s, choices))), None)
+
+
+# --- checking (runs in the workers) -----------------------------------------------------------------
+
+def _parse(text: str) -> list:
+    from math_verify import parse
+
+    return parse(text, parsing_timeout=None)  # the pool enforces the time limit
+
+
+def _has_math(parsed: list) -> bool:
+    return any(not isinstance(p, str) for p in parsed)
+
+
+def _parse_answer(answer: str) -> list:
+    """math-verify's parse of an extracted answer: as a boxed LaTeX answer, else as plain text."""
+    boxed = _parse("\\boxed{" + answer + "}")
+    if _has_math(boxed):
+        return boxed
+    plain = _parse(answer)
+    return plain if _has_math(plain) else boxed
+
+
+def grade_item(item: GradeItem) -> Grade:
+    r"""Grade one solution against its reference answer (no time limit: the pool adds one).
+
+    >>> grade_item(GradeItem("2 + 2 = 4\nA: 4", "4"))
+    Grade(correct=True, final_answer='4', grading='math-verify')
+    >>> grade_item(GradeItem(r"so $x = \boxed{0.5}$", r"\frac{1}{2}")).correct
+    True
+    >>> grade_item(GradeItem("I pick \\boxed{B}", "A", ("yes", "no")))
+    Grade(correct=False, final_answer='B', grading='choice letter')
+    """
+    from math_verify import verify
+
+    if not item.reference or not item.reference.strip():
+        return Grade(None, extract_final_answer(item.solution), NO_REFERENCE)
+    if item.choices:
+        letter = extract_choice(item.solution, item.choices)
+        if letter is None:
+            return Grade(False, None, NO_ANSWER)
+        return Grade(letter == item.reference.strip().upper(), letter, CHOICE)
+    stated = extract_final_answer(item.solution)
+    answer = _clean(stated) if stated else None
+    gold = _parse_answer(_clean(item.reference))
+    if not gold:
+        if answer is None:
+            return Grade(False, None, NO_ANSWER)
+        return Grade(_same_text(answer, item.reference), answer, STRING_MATCH)
+    if answer:
+        predicted, how = _parse_answer(answer), MATH_VERIFY
+    else:
+        predicted, how = _parse(item.solution), LAST_EXPRESSION
+        if not predicted:
+            return Grade(False, None, NO_ANSWER)
+        answer = str(predicted[-1])
+    if not predicted:
+        return Grade(False, answer, MATH_VERIFY)
+    return Grade(bool(verify(gold, predicted, timeout_seconds=None, raise_on_error=True)), answer, how)
+
+
+def grade_item_of(attempt: Attempt) -> GradeItem:
+    """The grading input of an attempt: its full solution text and its problem's reference."""
+    return GradeItem(attempt.solution_text, attempt.problem.reference_answer, attempt.problem.choices)
+
+
+# --- in the process pool ------------------------------------------------------------------------------
+
+def _prepare_worker() -> None:
+    """Run in each worker before its first item: pay math-verify's import before the first item's clock
+    starts, and silence its "timeout disabled" warnings (the pool enforces the limit)."""
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
+    import math_verify  # noqa: F401
+
+
+def _ungradable(item: GradeItem, failure: Failure) -> Grade:
+    """The grade of an attempt whose check timed out, crashed its worker or raised."""
+    return Grade(None, None, f"{UNGRADABLE}: {failure.reason}"[:300])
+
+
+def grade_items(items: Sequence[GradeItem], *, workers: int = 2, timeout: float = 5.0, check: Check = grade_item,
+                progress: Callable[[int, int], None] | None = None) -> list[Grade]:
+    """Grade ``items`` in ``workers`` processes, each item within ``timeout`` seconds; results in order.
+
+    ``check`` must be a module-level function (it is sent to the worker processes); an item it does
+    not finish is ``ungradable: timeout``, ``ungradable: worker crashed (exit code N)`` or
+    ``ungradable: <Type>: <message>``. ``progress`` is called as ``progress(done, total)``.
+    """
+    return run_pool(check, items, on_failure=_ungradable, workers=workers, timeout=timeout, setup=_prepare_worker,
+                    preload=(__name__, "math_verify"), progress=progress)
+
+
+def grade_attempts(attempts: Sequence[Attempt], *, workers: int = 2, timeout: float = 5.0,
+                   progress: Callable[[int, int], None] | None = None, check: Check = grade_item) -> list[Attempt]:
+    """The attempts with ``correct``, ``final_answer`` and ``grading`` set by :func:`grade_items`.
+
+    An ungradable attempt gets the answer its text states, if any (else keeps the one it came
+    with). ``check`` is for tests and other graders: a module-level function ``GradeItem -> Grade``.
+    """
+    items = [grade_item_of(a) for a in attempts]
+    grades = grade_items(items, workers=workers, timeout=timeout, check=check, progress=progress)
+    return [a.model_copy(update={"correct": g.correct, "grading": g.grading,
+                                 "final_answer": g.final_answer or (_stated(item) if g.correct is None else None)
+                                 or a.final_answer})
+            for a, item, g in zip(attempts, items, grades)]
+
+
+def _stated(item: GradeItem) -> str | None:
+    """The answer a solution states (regular expressions only: safe in the parent process)."""
+    if item.choices:
+        return extract_choice(item.solution, item.choices)
+    stated = extract_final_answer(item.solution)
+    return _clean(stated) if stated else None
+
+
+# --- summaries and the agreement check ----------------------------------------------------------------
+
+def attempt_label(attempt: Attempt) -> str:
+    """The model and its quantization, for tables: ``qwen [awq 4-bit]``."""
+    q = attempt.quantization
+    if q is None or q.method.lower() in ("none", "fp", "bf16", "fp16"):
+        return attempt.model
+    return f"{attempt.model} [{q.method}{f' {q.bits}-bit' if q.bits else ''}]"
+
+
+@dataclass(frozen=True)
+class GradingSummary:
+    """Counts of one group of graded attempts, with the accuracy over the gradable ones."""
+
+    label: str
+    total: int
+    correct: int
+    wrong: int
+    ungradable: int
+    ungradable_reasons: tuple[tuple[str, int], ...]
+
+    @property
+    def accuracy(self) -> float | None:
+        graded = self.correct + self.wrong
+        return self.correct / graded if graded else None
+
+    @property
+    def interval(self) -> Interval | None:
+        return wilson_interval(self.correct, self.correct + self.wrong)
+
+
+def summarize(graded: Sequence[Attempt]) -> list[GradingSummary]:
+    """One summary per model label, in order of appearance, then ``all`` when there are several."""
+    groups: dict[str, list[Attempt]] = {}
+    for attempt in graded:
+        groups.setdefault(attempt_label(attempt), []).append(attempt)
+    if len(groups) > 1:
+        groups["all"] = list(graded)
+
+    def one(label: str, items: list[Attempt]) -> GradingSummary:
+        reasons = Counter(a.grading or UNGRADABLE for a in items if a.correct is None)
+        return GradingSummary(label, len(items), sum(a.correct is True for a in items),
+                              sum(a.correct is False for a in items), sum(reasons.values()),
+                              tuple(reasons.most_common()))
+
+    return [one(label, items) for label, items in groups.items()]
+
+
+@dataclass(frozen=True)
+class Disagreement:
+    """One attempt where the grader and the given label differ."""
+
+    attempt_id: str
+    source_id: str | None
+    model: str
+    expected: bool | None
+    got: bool | None
+    final_answer: str | None
+    reference_answer: str | None
+    grading: str | None
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How often the grader agrees with given ``correct`` labels."""
+
+    total: int
+    agreeing: int
+    disagreements: tuple[Disagreement, ...]
+
+    @property
+    def rate(self) -> float:
+        return self.agreeing / self.total if self.total else 0.0
+
+
+def agreement(labelled: Sequence[Attempt], graded: Sequence[Attempt]) -> Agreement:
+    """Compare given labels with the grader's, attempt by attempt (same order, same ids).
+
+    An ungradable attempt (``correct`` None) counts as a disagreement; unlabelled ones are skipped.
+    """
+    if len(labelled) != len(graded):
+        raise ValueError(f"{len(labelled)} labelled attempts but {len(graded)} graded ones")
+    disagreements, total = [], 0
+    for given, ours in zip(labelled, graded):
+        if given.id != ours.id:
+            raise ValueError(f"attempt {given.id} was paired with {ours.id}")
+        if given.correct is None:
+            continue
+        total += 1
+        if ours.correct != given.correct:
+            disagreements.append(Disagreement(ours.id, ours.problem.source_id, ours.model, given.correct,
+                                              ours.correct, ours.final_answer, ours.problem.reference_answer,
+                                              ours.grading))
+    return Agreement(total, total - len(disagreements), tuple(disagreements))
+
+
+def check_gsm8k(*, workers: int = 2, timeout: float = 5.0, limit: int | None = None,
+                progress: Callable[[int, int], None] | None = None) -> Agreement:
+    """Grade the shipped GSM8K model solutions and compare with their authors' ``is_correct`` labels."""
+    labelled = load_attempts(shipped_path("gsm8k-solutions"))[:limit]
+    return agreement(labelled, grade_attempts(labelled, workers=workers, timeout=timeout, progress=progress))
+
+
+# --- files ------------------------------------------------------------------------------------------
+
+def write_graded(attempts: Sequence[Attempt], out: Path, *, workers: int = 2, timeout: float = 5.0,
+                 progress: Callable[[int, int], None] | None = None) -> list[Attempt]:
+    """Grade every attempt (replacing any earlier grade) and write them to ``out`` atomically."""
+    graded = grade_attempts(attempts, workers=workers, timeout=timeout, progress=progress)
+    write_records(out, graded)
+    return graded
+
+
+def grade_file(path: Path, console: Console | None = None) -> None:
+    """Grade the attempts of ``path`` that are not graded yet, and rewrite it atomically."""
+    attempts = read_records(path, Attempt)
+    todo = [i for i, a in enumerate(attempts) if a.grading is None]
+    if not todo:
+        return
+    graded = grade_attempts([attempts[i] for i in todo])
+    for i, attempt in zip(todo, graded):
+        attempts[i] = attempt
+    write_records(path, attempts)
+    if console is not None:
+        right = sum(a.correct is True for a in attempts)
+        console.print(f"graded {len(todo)} attempts: {right} of {len(attempts)} correct in {path}", highlight=False)

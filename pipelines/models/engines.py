@@ -1,0 +1,170 @@
+"""The generation backends: each turns sample requests into model outputs, yielded as they finish.
+
+``TransformersEngine`` (batched ``model.generate``, CPU or GPU), ``VLLMEngine`` (vLLM's offline
+engine) and ``OpenAIEngine`` (chat completions from any OpenAI-compatible server). A new backend
+is one more class with ``backend``, ``seeding`` and ``run``, chosen in ``generation.generate``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from quantmedic.judge.step_format import ModelOutput, render_prompt, step_messages
+from quantmedic.taxonomy.records import Problem
+
+from .generation_config import SamplingSettings
+
+
+def sample_seed(seed: int, problem_id: str, index: int) -> int:
+    """The seed of one sample, independent of batching and of which problems run.
+
+    >>> sample_seed(0, "p-1", 0) == sample_seed(0, "p-1", 0) != sample_seed(0, "p-1", 1)
+    True
+    """
+    digest = hashlib.sha256(f"{seed}|{problem_id}|{index}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+@dataclass(frozen=True)
+class Request:
+    """One sample to generate."""
+
+    problem: Problem
+    index: int
+    seed: int
+
+
+class Engine(Protocol):
+    """A backend: turns requests into completions, yielded as they finish (any order)."""
+
+    backend: str
+    seeding: str  # "per-sample", or "per-batch" where one generator serves a whole batch
+
+    def run(self, requests: Sequence[Request], settings: SamplingSettings) -> Iterator[tuple[Request, ModelOutput]]: ...
+
+
+def eos_ids(model: Any, tokenizer: Any) -> set[int]:
+    """Every token id that ends a completion: the generation config's and the tokenizer's."""
+    eos = model.generation_config.eos_token_id
+    ids = set(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
+    return ids | ({tokenizer.eos_token_id} - {None})
+
+
+def cut_at_eos(tokens: list[int], eos: set[int]) -> tuple[list[int], bool]:
+    """The generated tokens before the first end-of-sequence id, and whether there was one.
+
+    >>> cut_at_eos([5, 6, 2, 7], {2}), cut_at_eos([5, 6], {2})
+    (([5, 6], True), ([5, 6], False))
+    """
+    stop = next((i for i, t in enumerate(tokens) if t in eos), None)
+    return (tokens, False) if stop is None else (tokens[:stop], True)
+
+
+@dataclass
+class TransformersEngine:
+    """Batched ``model.generate`` (left padding); sampling is seeded per batch with its first request's seed."""
+
+    loaded: Any
+    batch_size: int = 8
+    backend: str = "transformers"
+    seeding: str = "per-batch"
+    system: str | None = None
+
+    def run(self, requests: Sequence[Request], settings: SamplingSettings) -> Iterator[tuple[Request, ModelOutput]]:
+        import torch
+
+        model, tokenizer = self.loaded.model, self.loaded.tokenizer
+        eos = eos_ids(model, tokenizer)
+        for start in range(0, len(requests), self.batch_size):
+            batch = requests[start : start + self.batch_size]
+            prompts = [render_prompt(tokenizer, r.problem, self.system) for r in batch]
+            encoded = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+            sampling = ({"do_sample": True, "temperature": settings.temperature, "top_p": settings.top_p}
+                        if settings.temperature > 0 else {"do_sample": False, "temperature": None, "top_p": None,
+                                                          "top_k": None})
+            torch.manual_seed(batch[0].seed)
+            with torch.inference_mode():
+                output = model.generate(**encoded, max_new_tokens=settings.max_tokens, pad_token_id=tokenizer.pad_token_id,
+                                        eos_token_id=sorted(eos), **sampling)
+            generated = output[:, encoded["input_ids"].shape[1]:].tolist()
+            for request, tokens in zip(batch, generated):
+                kept, stopped = cut_at_eos(tokens, eos)
+                yield request, ModelOutput(text=tokenizer.decode(kept, skip_special_tokens=True),
+                                          finish_reason="stop" if stopped else "length",
+                                          completion_tokens=len(kept) + stopped)
+
+
+@dataclass
+class VLLMEngine:
+    """vLLM's offline engine; requests go in chunks of ``chunk_size`` so finished work is written as it comes."""
+
+    model_dir: str
+    kv_cache_dtype: str | None = None
+    chunk_size: int = 256
+    system: str | None = None
+    engine_options: dict = field(default_factory=dict)
+    backend: str = "vllm"
+    seeding: str = "per-sample"
+
+    def __post_init__(self) -> None:
+        from vllm import LLM
+
+        options = {"kv_cache_dtype": self.kv_cache_dtype or "auto", **self.engine_options}
+        self.llm = LLM(model=self.model_dir, **options)
+        self.tokenizer = self.llm.get_tokenizer()
+
+    def run(self, requests: Sequence[Request], settings: SamplingSettings) -> Iterator[tuple[Request, ModelOutput]]:
+        from vllm import SamplingParams
+
+        for start in range(0, len(requests), self.chunk_size):
+            chunk = requests[start : start + self.chunk_size]
+            prompts = [render_prompt(self.tokenizer, r.problem, self.system) for r in chunk]
+            params = [SamplingParams(n=1, temperature=settings.temperature, top_p=settings.top_p,
+                                     max_tokens=settings.max_tokens, seed=r.seed) for r in chunk]
+            for request, output in zip(chunk, self.llm.generate(prompts, params, use_tqdm=False)):
+                choice = output.outputs[0]
+                yield request, ModelOutput(text=choice.text, finish_reason=choice.finish_reason,
+                                          completion_tokens=len(choice.token_ids))
+
+
+@dataclass
+class OpenAIEngine:
+    """Chat completions through the openai SDK, ``concurrency`` requests at a time."""
+
+    base_url: str
+    model_name: str
+    api_key: str | None = None
+    concurrency: int = 4
+    timeout: float = 600.0
+    max_retries: int = 5
+    system: str | None = None
+    backend: str = "openai"
+    seeding: str = "per-sample"
+
+    def _complete(self, client: Any, request: Request, settings: SamplingSettings) -> ModelOutput:
+        response = client.chat.completions.create(
+            model=self.model_name, messages=step_messages(request.problem, self.system), n=1,
+            temperature=settings.temperature, top_p=settings.top_p, max_tokens=settings.max_tokens, seed=request.seed)
+        choice = response.choices[0]
+        usage = getattr(response, "usage", None)
+        return ModelOutput(text=choice.message.content or "", finish_reason=choice.finish_reason,
+                          completion_tokens=getattr(usage, "completion_tokens", None))
+
+    def run(self, requests: Sequence[Request], settings: SamplingSettings) -> Iterator[tuple[Request, ModelOutput]]:
+        from concurrent.futures import ThreadPoolExecutor, as_completed
+
+        from openai import OpenAI
+
+        client = OpenAI(base_url=self.base_url, api_key=self.api_key or "none", timeout=self.timeout,
+                        max_retries=self.max_retries)
+        pool = ThreadPoolExecutor(max_workers=self.concurrency)
+        try:
+            futures = {pool.submit(self._complete, client, r, settings): r for r in requests}
+            for future in as_completed(futures):
+                yield futures[future], future.result()
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+            client.close()

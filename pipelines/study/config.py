@@ -1,0 +1,159 @@
+"""The study config (``STUDY.yaml``): one file for the whole study, validated before anything runs.
+
+Each stage's section *is* that stage's settings model (``quantizations`` → ``QuantizeSettings``,
+``generation`` → ``GenerationSettings``, ``judge`` → ``JudgeSettings``, ``argilla`` →
+``PushSettings``, ``medicine`` → ``BuildSettings``, ``training`` → ``DPOSettings``), so a setting
+has one name, one default and one description for the CLI and the study alike.
+
+Errors name the file, the line and the field. ``--set a.b=VALUE`` overrides a field from the
+command line (VALUE is read as YAML). See ``examples/`` for two documented configs.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from quantmedic.annotate.push import PushSettings
+from quantmedic.judge.settings import JudgeSettings
+from quantmedic.medicine.build import BuildSettings
+from quantmedic.pipelines.models.generation_config import GenerationSettings
+from quantmedic.pipelines.models.quantize_config import QuantizeSettings
+from quantmedic.pipelines.training.dpo_config import DPOSettings
+from quantmedic.taxonomy.errors import FieldError, InputError, parse_yaml_mapping, read_text, validation_error
+from quantmedic.taxonomy.model import DEGENERATE
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(_Section):
+    """The full-precision model."""
+
+    path: str = Field(description="A model folder (HF format) or a Hugging Face Hub id.")
+    label: str | None = Field(None, description="Name in tables and file names (default: the folder name).")
+    size: str | None = Field(None, description="Model size for grouping, e.g. '8B' (radar chart per size).")
+
+
+class QuantizationSpec(QuantizeSettings):
+    """One quantized variant of the model: made by `quantize`, or an existing checkpoint (``path``)."""
+
+    path: str | None = Field(None, description="Use this quantized checkpoint instead of quantizing.")
+
+
+class BenchmarkSpec(_Section):
+    name: str = Field(description="math500, gsm8k, aime24, a JSONL file or a Hugging Face dataset.")
+    split: str | None = None
+    limit: int | None = Field(None, ge=1)
+
+
+class JudgeSpec(JudgeSettings):
+    """The judge's settings, and which failures it judges."""
+
+    failures: Literal["flipped", "all"] = Field("flipped", description="Judge the quantized failures where full "
+                                                                       "precision was right, or all of them.")
+    limit: int | None = Field(None, ge=1, description="Judge at most this many failures per quantization.")
+    eval_limit: int = Field(0, ge=0, description="ProcessBench GSM8K items for the judge's meta-evaluation "
+                                                 "(0: none).")
+
+
+class ArgillaSpec(PushSettings):
+    """Human verification; the run stops at this stage until enough reviews are submitted."""
+
+    api_url: str | None = Field(None, description="Default: $ARGILLA_API_URL.")
+    api_key_env: str = "ARGILLA_API_KEY"
+    workspace: str | None = None
+    dataset: str = Field("quantmedic-study", description="Dataset name prefix (one dataset per quantization).")
+    min_reviewed: float = Field(1.0, gt=0, le=1, description="Share of pushed records that must be submitted "
+                                                             "before the study goes on.")
+
+
+STUDY_MEDICINE = BuildSettings(exclude_categories=(DEGENERATE,))
+"""A study's medicine leaves rule-detected degenerate outputs out unless asked (``exclude_categories: []``)."""
+SEEDED = ("generation", "judge", "argilla", "medicine", "training")
+"""Sections whose settings have a seed: in a study, the study's ``seed`` is used by every stage."""
+
+
+class StudyConfig(_Section):
+    """A whole study: quantize → generate → grade → compare → judge → review → medicine → DPO → re-evaluate."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    seed: int = 0
+    model: ModelSpec
+    quantizations: list[QuantizationSpec] = Field(min_length=1)
+    benchmark: BenchmarkSpec
+    generation: GenerationSettings = GenerationSettings()
+    judge: JudgeSpec = JudgeSpec()
+    taxonomy: str | None = Field(None, description="A taxonomy file; default: the reference study's.")
+    argilla: ArgillaSpec | None = Field(None, description="Omit to skip human verification.")
+    medicine: BuildSettings = STUDY_MEDICINE
+    training: DPOSettings = DPOSettings()
+
+    @field_validator("quantizations")
+    @classmethod
+    def _distinct(cls, specs: list[QuantizationSpec]) -> list[QuantizationSpec]:
+        labels = [s.label for s in specs]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"two quantizations have the same settings ({', '.join(labels)})")
+        return specs
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_seed(cls, data: Any) -> Any:
+        for section in SEEDED:
+            if isinstance(data, dict) and isinstance(data.get(section), dict) and "seed" in data[section]:
+                raise FieldError(f"{section}.seed", "a study has one seed for every stage: set the top-level seed")
+        return data
+
+    @model_validator(mode="after")
+    def _study_settings(self) -> StudyConfig:
+        if self.medicine.reviews:
+            raise FieldError("medicine.reviews", "set by the study (true when argilla is configured)")
+        return self
+
+    def seeded(self, section: str) -> Any:
+        """A section's settings with the study's seed (what its stage runs with)."""
+        return getattr(self, section).model_copy(update={"seed": self.seed})
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """``a.b=VALUE`` assignments (VALUE read as YAML) applied to a copy of ``data``.
+
+    >>> apply_overrides({"judge": {"limit": 5}}, ["judge.limit=2", "judge.models=[m]"])
+    {'judge': {'limit': 2, 'models': ['m']}}
+    """
+    import copy
+
+    data = copy.deepcopy(data)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*", key):
+            raise ValueError(f"--set takes KEY.PATH=VALUE, not {item!r}")
+        *parents, last = key.split(".")
+        node = data
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"--set {key}: {part} is not a section")
+        node[last] = yaml.safe_load(raw)
+    return data
+
+
+def load_study(path: str | Path, overrides: list[str] | None = None) -> tuple[StudyConfig, dict]:
+    """The validated config and its plain data (after overrides); errors name file, line and field."""
+    path = Path(path)
+    text = read_text(path, "study config")
+    data = parse_yaml_mapping(text, path, "name, model, quantizations, benchmark, ...")
+    try:
+        data = apply_overrides(data, overrides or [])
+    except ValueError as error:
+        raise InputError(path, str(error), field="--set") from None
+    try:
+        return StudyConfig.model_validate(data), data
+    except ValidationError as error:
+        raise validation_error(error, path, text) from None

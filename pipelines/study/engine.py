@@ -1,0 +1,138 @@
+"""``quantmedic run STUDY.yaml``: every stage of a study, in dependency order, into one study folder.
+
+Stages, per quantization ``Q`` (``generate:fp`` and ``judge-eval`` once)::
+
+    quantize:Q → generate:fp, generate:Q → compare:Q → judge:Q (→ judge-eval) → review:Q
+    → medicine:Q → train:Q → treated:Q → rejudge:Q → evaluate:Q
+
+Each stage's key is a hash of its settings and of what its inputs hold (the output digests of the
+stages before it); its files go to ``stages/NAME/KEY/`` (see :mod:`.layout`). A stage whose key is
+unchanged and finished is skipped; an edit changes the keys of the stages it affects and only they
+run again (into new folders: earlier results are kept). Inside a stage, work resumes: generation
+appends to its file, judge answers sit in ``cache/judge.sqlite``, training resumes from its
+checkpoints. A *volatile* stage (``review``, whose input is what humans did since) runs its work on
+every run and passes on a digest of what it found. ``study.lock`` records versions, seeds and every
+stage key. The stages themselves, and ``run_study``, are in :mod:`.stages`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from quantmedic.taxonomy.errors import InputError
+from quantmedic.taxonomy.jsonl import write_atomic
+from quantmedic.taxonomy.model import Taxonomy
+from quantmedic.taxonomy.records import Problem
+
+from quantmedic.pipelines.training.dpo import package_versions
+
+from .config import StudyConfig
+from .layout import JUDGE_CACHE, LOCK, STAGE_KINDS, STATE, StudyFolder, kind_of
+
+LOCKED_PACKAGES = ("quantmedic", "torch", "transformers", "trl", "peft", "bitsandbytes", "llmcompressor",
+                   "compressed-tensors", "gptqmodel", "vllm", "datasets", "math-verify", "openai", "argilla")
+
+
+class WaitingForReviews(Exception):
+    """The review stage has pushed its verdicts and not enough reviews are in yet."""
+
+
+class StudyError(InputError):
+    """A stage cannot go on with what the earlier ones produced (the message says why)."""
+
+
+def digest(*parts: Any) -> str:
+    """A short SHA-256 of canonical JSON.
+
+    >>> digest({"a": 1}) == digest({"a": 1}) != digest({"a": 2})
+    True
+    """
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else "missing"
+
+
+class Study(StudyFolder):
+    """A study being run: its config, its folder's state, and the stage machinery."""
+
+    def __init__(self, config: StudyConfig, data: dict, root: Path, console: Console, *, problems: list[Problem],
+                 taxonomy: Taxonomy, start: str | None = None, until: str | None = None):
+        root.mkdir(parents=True, exist_ok=True)
+        super().__init__(root)
+        self.config, self.data, self.console = config, data, console
+        self.problems, self.taxonomy = problems, taxonomy
+        self.start, self.until = start, until
+        self.cache = root / JUDGE_CACHE
+        self.cache.parent.mkdir(parents=True, exist_ok=True)
+        self.log: list[tuple[str, str]] = []
+
+    def save(self) -> None:
+        """Write ``state.json`` and ``study.lock`` (atomically)."""
+        write_atomic(self.root / STATE, [json.dumps(self.state, indent=2, sort_keys=True) + "\n"])
+        lock = {"study": self.config.name, "config_digest": digest(self.data), "config": self.data,
+                "seed": self.config.seed, "versions": package_versions(LOCKED_PACKAGES),
+                "stages": {name: {k: s.get(k) for k in ("key", "status", "digest")} for name, s in self.state.items()}}
+        write_atomic(self.root / LOCK, [json.dumps(lock, indent=2, sort_keys=True) + "\n"])
+
+    def folder(self, name: str) -> Path:
+        """The folder of a finished stage (an error when it has not finished)."""
+        folder = self.finished(name)
+        if folder is None:
+            raise StudyError(self.root, f"stage {name} has not finished; run the study without --from first")
+        return folder
+
+    def out(self, name: str) -> str:
+        """What later stages see of ``name``: its output digest."""
+        return self.state[name]["digest"]
+
+    def skipped_by_options(self, name: str) -> bool:
+        """Whether ``--until`` or ``--from`` keeps stage ``name`` from running (``--from`` needs it finished)."""
+        kind = STAGE_KINDS.index(kind_of(name))
+        if self.until is not None and kind > STAGE_KINDS.index(self.until):
+            return True
+        if self.start is not None and kind < STAGE_KINDS.index(self.start):
+            self.folder(name)  # must exist
+            self.log.append((name, "not run (--from)"))
+            return True
+        return False
+
+    def stage(self, name: str, settings: Any, inputs: list[str], work: Callable[[Path], str | None], *,
+              volatile: bool = False) -> None:
+        """Run ``work`` into the stage's folder unless the same key already finished there (a volatile
+        stage's work runs every time). ``work`` returns its output's digest (default: the key)."""
+        if self.skipped_by_options(name):
+            return
+        key = digest(name, settings, [self.out(i) for i in inputs])
+        entry = self.state.get(name, {})
+        folder = self.stage_dir(name, key)
+        if not volatile and entry.get("key") == key and entry.get("status") == "done" and folder.is_dir():
+            self.log.append((name, "unchanged, skipped"))
+            self.console.print(f"[dim]{name}: unchanged, skipped[/dim]", highlight=False)
+            return
+        if not volatile:  # a volatile stage says what it did itself (it runs every time)
+            self.console.rule(f"[bold]{name}")
+        folder.mkdir(parents=True, exist_ok=True)
+        self.state[name] = {"key": key, "status": "running", "folder": str(folder.relative_to(self.root))}
+        self.save()
+        try:
+            produced = work(folder)
+        except WaitingForReviews:
+            self.state[name]["status"] = "waiting"
+            self.save()
+            self.log.append((name, "waiting"))
+            raise
+        self.state[name].update(status="done", digest=produced or key)
+        self.save()
+        self.log.append((name, "refreshed" if volatile else "ran"))
+
+    def note(self, name: str, **facts: Any) -> None:
+        """Record facts about the running stage ``name`` in ``state.json`` (e.g. how many were reviewed)."""
+        self.state[name].update(facts)

@@ -1,0 +1,94 @@
+"""The study folder's layout, one contract for the engine, the stages and the report::
+
+    STUDY_DIR/
+      state.json                   each stage's key, status, folder and output digest
+      study.lock                   the config, seed, package versions and every stage key
+      cache/judge.sqlite           every judge answer of the study (reruns resume from it)
+      stages/KIND-LABEL/KEY/       one folder per stage and key (an edit makes a new one)
+
+What each stage writes in its folder is named here; the file names of the library functions the
+stages call (``write_comparison``, ``write_recovery``, the medicine export, the judge
+meta-evaluation) are imported from the modules that write them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from quantmedic.judge import eval_job
+from quantmedic.medicine import export as medicine_export
+from quantmedic.pipelines.evaluation import compare, recovery
+
+STAGE_KINDS = ("quantize", "generate", "compare", "judge", "judge-eval", "review", "medicine", "train", "treated",
+               "rejudge", "evaluate")
+FULL_PRECISION = "fp"
+"""The label of the full-precision model's stages (``quantize:fp``, ``generate:fp``)."""
+
+STATE = "state.json"
+LOCK = "study.lock"
+STAGES = "stages"
+JUDGE_CACHE = "cache/judge.sqlite"
+
+MODEL = "model"                                # quantize: the quantized checkpoint (when it quantizes)
+ATTEMPTS = "attempts.jsonl"                    # generate, treated: the graded attempts
+COMPARISON = compare.COMPARISON_JSON           # compare: every file of write_comparison, among them
+FLIPS_PNG = compare.FLIPS_PNG
+FLIPPED_FAILURES = compare.FLIPPED_FAILURES    # ... what the judge judges (judge.failures: flipped)
+ALL_FAILURES = compare.ALL_FAILURES            # ... or (judge.failures: all); rejudge: the treated failures
+VERDICTS = "verdicts.jsonl"                    # judge, rejudge
+JUDGE_EVAL_SUMMARY = eval_job.SUMMARY_MD       # judge-eval: the files of run_judge_eval, among them
+JUDGE_EVAL_FIGURES = {"steps": eval_job.STEPS_PNG, "calibration": eval_job.CALIBRATION_PNG}
+PUSHED = "pushed.json"                         # review: what was pushed, once per key
+REVIEWS = "reviews.jsonl"                      # review: the reviews pulled on the last run
+MEDICINE = "medicine"                          # medicine: the medicine folder (medicine.export's files)
+MEDICINE_REPORT = f"{MEDICINE}/{medicine_export.REPORT}"
+ADAPTER = "adapter"                            # train: the adapter folder
+RECOVERY = recovery.RECOVERY_JSON              # evaluate: every file of write_recovery, among them
+RECOVERY_PNG = recovery.RECOVERY_PNG
+
+
+def stage_name(kind: str, label: str | None = None) -> str:
+    """``generate:gptq-w4-g128``, ``judge-eval``.
+
+    >>> stage_name("generate", "fp"), stage_name("judge-eval")
+    ('generate:fp', 'judge-eval')
+    """
+    if kind not in STAGE_KINDS:
+        raise ValueError(f"unknown stage {kind!r}")
+    return kind if label is None else f"{kind}:{label}"
+
+
+def kind_of(name: str) -> str:
+    """The kind of a stage name: ``judge:gptq-w4-g128`` → ``judge``."""
+    return name.split(":", 1)[0]
+
+
+class StudyFolder:
+    """A study folder as its ``state.json`` says: which stages finished, and where their files are."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        path = self.root / STATE
+        self.state: dict[str, dict] = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+    def stage_dir(self, name: str, key: str) -> Path:
+        return self.root / STAGES / name.replace(":", "-") / key
+
+    def finished(self, name: str) -> Path | None:
+        """The folder of stage ``name`` if it finished, else None."""
+        entry = self.state.get(name)
+        return self.root / entry["folder"] if entry and entry.get("status") == "done" else None
+
+    def output(self, name: str, file: str) -> Path | None:
+        """The path of ``file`` in the finished stage ``name``, if it is there."""
+        folder = self.finished(name)
+        return folder / file if folder is not None and (folder / file).exists() else None
+
+    def quantizations(self) -> list[str]:
+        """The labels of the quantizations that reached the compare stage."""
+        return sorted({name.split(":", 1)[1] for name in self.state if kind_of(name) == "compare"})
+
+    def lock(self) -> dict:
+        path = self.root / LOCK
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}

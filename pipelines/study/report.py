@@ -1,0 +1,344 @@
+"""``quantmedic report STUDY_DIR``: a self-contained HTML report (and Markdown) of a study.
+
+Sections: accuracy of each model with intervals and the drop; the flips; the error-category mix
+per model (stacked bars) and a radar chart per model size; where the first wrong step falls; the
+judge's meta-evaluation and its human-verified diagnostic accuracy; the medicine's make-up; the
+accuracy recovered. Every figure is also a PNG under ``figures/`` and every table a CSV under
+``tables/``; the HTML embeds the figures as data URIs, so it renders offline.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from quantmedic.annotate.report import diagnostic_report
+from quantmedic.judge.figures import np, plt, save_figure
+from quantmedic.medicine.build import read_report
+from quantmedic.pipelines.evaluation.comparison_json import ComparisonSummary
+from quantmedic.pipelines.evaluation.recovery import RecoverySummary
+from quantmedic.taxonomy.errors import InputError
+from quantmedic.taxonomy.jsonl import read_records, write_atomic
+from quantmedic.taxonomy.model import load_taxonomy
+from quantmedic.taxonomy.records import Review, Verdict
+
+from . import layout as L
+from .layout import STATE, StudyFolder, stage_name as S
+
+SECTIONS = ("accuracy", "flips", "categories", "positions", "judge", "medicine", "recovery")
+
+
+@dataclass
+class Table:
+    name: str
+    headers: list[str]
+    rows: list[list]
+
+    def csv(self) -> str:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(self.headers)
+        writer.writerows(self.rows)
+        return buffer.getvalue()
+
+
+@dataclass
+class Section:
+    id: str
+    title: str
+    text: str = ""
+    tables: list[Table] = field(default_factory=list)
+    figures: list[Path] = field(default_factory=list)
+
+
+def _pct(x) -> str:
+    return "–" if x is None else f"{100 * x:.1f}%"
+
+
+def _iv(pair) -> str:
+    return "–" if not pair else f"[{100 * pair[0]:.1f}, {100 * pair[1]:.1f}]"
+
+
+class StudyFiles(StudyFolder):
+    """A finished (or partly finished) study folder, read for the report."""
+
+    def __init__(self, root: Path):
+        if not (Path(root) / STATE).is_file():
+            raise InputError(root, "is not a study folder (no state.json): run `quantmedic run STUDY.yaml` first")
+        super().__init__(root)
+        self.locked = self.lock()
+        self.verdicts: dict[str, list[Verdict]] | None = None
+
+    def comparison(self, q: str) -> ComparisonSummary | None:
+        path = self.output(S("compare", q), L.COMPARISON)
+        return ComparisonSummary.read(path) if path else None
+
+    def recovery(self, q: str) -> RecoverySummary | None:
+        path = self.output(S("evaluate", q), L.RECOVERY)
+        return RecoverySummary.read(path) if path else None
+
+
+def _pair(interval) -> list[float] | None:
+    return None if interval is None else [interval.low, interval.high]
+
+
+def accuracy_section(files: StudyFiles) -> Section:
+    rows, drops = [], []
+    for q in files.quantizations():
+        c = files.comparison(q)
+        if not c:
+            continue
+        fp, quant = c.full_precision, c.quantized
+        if not rows:
+            rows.append([fp.label, "full precision", fp.accuracy, _pair(fp.wilson95), fp.n, None])
+        rows.append([q, "quantized", quant.accuracy, _pair(quant.wilson95), quant.n, c.difference])
+        drops.append((q, c))
+    table = Table("accuracy", ["model", "kind", "accuracy", "95% Wilson interval", "problems", "drop vs full precision"],
+                  [[m, k, _pct(a), _iv(i), n, "" if d is None else f"{100 * d:+.1f} pts"] for m, k, a, i, n, d in rows])
+    figure = None
+    if rows:
+        fig, ax = plt.subplots(figsize=(6, 3.6))
+        values = [r[2] or 0 for r in rows]
+        errors = np.array([[v - (r[3] or [v, v])[0], (r[3] or [v, v])[1] - v] for v, r in zip(values, rows)]).T
+        ax.bar(range(len(rows)), values, yerr=errors, capsize=5, color=["tab:blue"] + ["tab:red"] * (len(rows) - 1))
+        ax.set_xticks(range(len(rows)), [r[0] for r in rows], rotation=15)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("accuracy")
+        ax.set_title("Accuracy with 95% Wilson intervals")
+        figure = ("accuracy", fig)
+    text = "; ".join(f"{q}: {100 * c.difference:+.1f} points, paired interval {_iv(_pair(c.difference_wald95))}, "
+                     f"McNemar p = {c.mcnemar_exact_p:.3g}" for q, c in drops if c.difference is not None)
+    return Section("accuracy", "Accuracy and the drop from quantization", text, [table], [figure] if figure else [])
+
+
+def flips_section(files: StudyFiles) -> Section:
+    rows, figures = [], []
+    for q in files.quantizations():
+        c = files.comparison(q)
+        if c:
+            p = c.pairs
+            rows.append([q, p.right_to_wrong, p.wrong_to_right, p.both_right, p.both_wrong])
+            if flips := files.output(S("compare", q), L.FLIPS_PNG):
+                figures.append((f"flips-{q}", flips))
+    return Section("flips", "Flips: problems that changed outcome", "right → wrong are the failures the judge "
+                   "diagnoses.", [Table("flips", ["quantization", "right → wrong", "wrong → right", "both right",
+                                                  "both wrong"], rows)], figures)
+
+
+def _verdicts(files: StudyFiles) -> dict[str, list[Verdict]]:
+    """The judge's verdicts per quantization (read once per report)."""
+    if files.verdicts is None:
+        files.verdicts = {}
+        for q in files.quantizations():
+            if path := files.output(S("judge", q), L.VERDICTS):
+                files.verdicts[q] = read_records(path, Verdict)
+    return files.verdicts
+
+
+def _taxonomy_categories(files: StudyFiles) -> list[str]:
+    try:
+        return list(load_taxonomy(files.locked.get("config", {}).get("taxonomy")).category_ids)
+    except (InputError, OSError):
+        return []
+
+
+def categories_section(files: StudyFiles) -> Section:
+    verdicts = _verdicts(files)
+    mix = {q: Counter(v.category for v in vs if v.is_diagnosis and v.category) for q, vs in verdicts.items()}
+    categories = sorted({c for counts in mix.values() for c in counts})
+    rows = [[q, sum(counts.values()), *(counts[c] for c in categories)] for q, counts in mix.items()]
+    unscored = {q: sum(not v.is_diagnosis for v in vs) for q, vs in verdicts.items()}
+    figures = []
+    if categories:
+        fig, ax = plt.subplots(figsize=(6, 3.6))
+        bottom = np.zeros(len(mix))
+        for c in categories:
+            shares = np.array([counts[c] / max(sum(counts.values()), 1) for counts in mix.values()])
+            ax.bar(list(mix), shares, bottom=bottom, label=c)
+            bottom += shares
+        ax.set_ylabel("share of diagnosed failures")
+        ax.legend(fontsize=8)
+        ax.set_title("Error-category mix per model")
+        figures.append(("categories", fig))
+        size = files.locked.get("config", {}).get("model", {}).get("size") or "one size"
+        axes = list(dict.fromkeys([*_taxonomy_categories(files), *categories]))  # every category, seen or not
+        angles = np.linspace(0, 2 * np.pi, len(axes), endpoint=False).tolist()
+        fig = plt.figure(figsize=(4.8, 4.8))
+        ax = fig.add_subplot(projection="polar")
+        for q, counts in mix.items():
+            values = [counts[c] / max(sum(counts.values()), 1) for c in axes]
+            ax.plot(angles + angles[:1], values + values[:1], label=q)
+            ax.fill(angles + angles[:1], values + values[:1], alpha=0.15)
+        ax.set_xticks(angles, axes)
+        ax.set_title(f"Error categories, model size {size}")
+        ax.legend(fontsize=8, loc="lower right")
+        figures.append((f"radar-{size}", fig))
+    text = ", ".join(f"{q}: {n} unscored" for q, n in unscored.items() if n)
+    return Section("categories", "Error categories per model", text + (" (not counted)." if text else ""),
+                   [Table("categories", ["model", "diagnosed", *categories], rows)], figures)
+
+
+def positions_section(files: StudyFiles) -> Section:
+    rows, relative = [], defaultdict(list)
+    for q, vs in _verdicts(files).items():
+        for v in vs:
+            if v.is_diagnosis and v.first_wrong_step is not None and v.first_wrong_step >= 0:
+                n = len(v.attempt.steps)
+                relative[q].append(v.first_wrong_step / max(n - 1, 1))
+                rows.append([q, v.attempt.id, v.first_wrong_step, n])
+    figures = []
+    if relative:
+        fig, ax = plt.subplots(figsize=(6, 3.4))
+        ax.hist(list(relative.values()), bins=np.linspace(0, 1, 11), label=list(relative), stacked=False)
+        ax.set_xlabel("first wrong step, relative position in the solution (0 = first step, 1 = last)")
+        ax.set_ylabel("failures")
+        ax.legend(fontsize=8)
+        ax.set_title("Where the first wrong step falls")
+        figures.append(("positions", fig))
+    early = {q: sum(x <= 0.34 for x in xs) / len(xs) for q, xs in relative.items() if xs}
+    text = "; ".join(f"{q}: {_pct(share)} of failures go wrong in the first third" for q, share in early.items())
+    return Section("positions", "Where failures start", text,
+                   [Table("first_wrong_steps", ["model", "attempt", "first wrong step", "steps"], rows)], figures)
+
+
+def _markdown_table(markdown: str) -> Table | None:
+    lines = [l for l in markdown.splitlines() if l.startswith("|")]
+    if len(lines) < 2:
+        return None
+    cells = lambda l: [c.strip() for c in l.strip().strip("|").split("|")]  # noqa: E731
+    return Table("judge_meta_evaluation", cells(lines[0]), [cells(l) for l in lines[2:]])
+
+
+def judge_section(files: StudyFiles) -> Section:
+    tables, figures, text = [], [], []
+    summary = files.output(S("judge-eval"), L.JUDGE_EVAL_SUMMARY)
+    if summary:
+        table = _markdown_table(summary.read_text(encoding="utf-8").split("\n\n## ")[0])
+        if table:
+            tables.append(table)
+        for name, file in L.JUDGE_EVAL_FIGURES.items():
+            if figure := files.output(S("judge-eval"), file):
+                figures.append((f"judge-{name}", figure))
+        text.append("Judge meta-evaluation on ProcessBench's human step labels (GSM8K split).")
+    else:
+        text.append("No judge meta-evaluation in this study (set judge.eval_limit).")
+    rows = []
+    for q in files.quantizations():
+        if path := files.output(S("review", q), L.REVIEWS):
+            reviews = read_records(path, Review)
+            if reviews:
+                r = diagnostic_report(reviews)
+                a = r.diagnostic_accuracy
+                rows.append([q, r.verdicts, r.reviews, _pct(a.value), _iv((a.low, a.high) if a.value is not None
+                                                                          else None), _pct(r.step_exact.value)])
+    tables.append(Table("diagnostic_accuracy", ["quantization", "verdicts reviewed", "reviews",
+                                                "diagnostic accuracy", "95% Wilson interval", "step exact"], rows))
+    if not rows:
+        text.append("No human reviews in this study.")
+    return Section("judge", "The judge: meta-evaluation and human-verified diagnostic accuracy", " ".join(text),
+                   tables, figures)
+
+
+def medicine_section(files: StudyFiles) -> Section:
+    rows, sources = [], []
+    for q in files.quantizations():
+        if files.output(S("medicine", q), L.MEDICINE_REPORT):
+            report = read_report(files.finished(S("medicine", q)) / L.MEDICINE)
+            rows += [[q, c, n] for c, n in report["categories"].items()]
+            sources += [[q, s, n] for s, n in report["chosen_sources"].items()]
+    return Section("medicine", "The medicine", "Preference pairs per error category and where their chosen "
+                   "solutions came from.", [Table("medicine_categories", ["quantization", "category", "pairs"], rows),
+                                            Table("medicine_chosen", ["quantization", "chosen from", "pairs"], sources)])
+
+
+def recovery_section(files: StudyFiles) -> Section:
+    rows, shifts, figures = [], [], []
+    for q in files.quantizations():
+        r = files.recovery(q)
+        if not r:
+            continue
+        rows.append([q, r.problems, _pct(r.full.accuracy), _pct(r.before.accuracy), _pct(r.after.accuracy),
+                     _pct(r.recovered_share), _iv(r.recovered_interval), r.excluded_in_medicine])
+        shifts += [[q, c.category, c.before, c.after, _pct(c.before_share), _pct(c.after_share)] for c in r.categories]
+        if figure := files.output(S("evaluate", q), L.RECOVERY_PNG):
+            figures.append((f"recovery-{q}", figure))
+    return Section("recovery", "Accuracy recovered by the adapter", "Measured on problems outside the medicine; "
+                   "the share is (after − before) / (full − before) with a paired bootstrap interval.",
+                   [Table("recovery", ["quantization", "problems", "full precision", "before", "after",
+                                       "recovered share", "95% interval", "left out (in medicine)"], rows),
+                    Table("category_shift", ["quantization", "category", "failures before", "failures after",
+                                             "share before", "share after"], shifts)], figures)
+
+
+BUILDERS = (accuracy_section, flips_section, categories_section, positions_section, judge_section, medicine_section,
+            recovery_section)
+
+
+def _save(figures, out: Path) -> list[Path]:
+    saved = []
+    for name, figure in figures:
+        path = out / "figures" / f"{name}.png"
+        if isinstance(figure, Path):
+            path.write_bytes(figure.read_bytes())
+        else:
+            save_figure(figure, path)
+        saved.append(path)
+    return saved
+
+
+def _html_table(table: Table) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in table.headers)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in table.rows)
+    empty = "" if table.rows else f"<tr><td colspan='{len(table.headers)}'>nothing yet</td></tr>"
+    return f"<table data-table='{table.name}'><thead><tr>{head}</tr></thead><tbody>{body}{empty}</tbody></table>"
+
+
+def _md_table(table: Table) -> str:
+    lines = ["| " + " | ".join(map(str, table.headers)) + " |", "|" + "---|" * len(table.headers)]
+    return "\n".join(lines + ["| " + " | ".join(map(str, row)) + " |" for row in table.rows])
+
+
+CSS = """body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;color:#222;line-height:1.45}
+table{border-collapse:collapse;margin:1em 0;font-size:.9em}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}
+th{background:#f3f3f3}img{max-width:100%;border:1px solid #eee;margin:.5em 0}section{margin-bottom:2.5em}
+.meta{color:#666;font-size:.85em}"""
+
+
+def write_report(root: str | Path, out: str | Path | None = None) -> Path:
+    """Write ``index.html``, ``report.md``, ``figures/*.png`` and ``tables/*.csv``; returns the HTML path."""
+    files = StudyFiles(Path(root))
+    out = Path(out) if out else files.root / "report"
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    (out / "tables").mkdir(parents=True, exist_ok=True)
+    sections = []
+    for build in BUILDERS:
+        section = build(files)
+        section.figures = _save(section.figures, out)
+        for table in section.tables:
+            write_atomic(out / "tables" / f"{table.name}.csv", [table.csv()])
+        sections.append(section)
+    name = files.locked.get("study", files.root.name)
+    versions = ", ".join(f"{k} {v}" for k, v in files.locked.get("versions", {}).items() if v)
+    html_parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>quantmedic study: "
+                  f"{html.escape(name)}</title><style>{CSS}</style></head><body>",
+                  f"<h1>Study: {html.escape(name)}</h1><p class='meta'>{html.escape(versions)}</p>"]
+    md = [f"# Study: {name}", "", versions, ""]
+    for s in sections:
+        html_parts.append(f"<section id='{s.id}'><h2>{html.escape(s.title)}</h2><p>{html.escape(s.text)}</p>")
+        md += [f"## {s.title}", "", s.text, ""]
+        for table in s.tables:
+            html_parts.append(_html_table(table))
+            md += [_md_table(table), ""]
+        for figure in s.figures:
+            data = base64.b64encode(figure.read_bytes()).decode()
+            html_parts.append(f"<img alt='{figure.stem}' data-figure='{figure.stem}' src='data:image/png;base64,{data}'>")
+            md += [f"![{figure.stem}](figures/{figure.name})", ""]
+        html_parts.append("</section>")
+    html_parts.append("</body></html>")
+    write_atomic(out / "report.md", ["\n".join(md) + "\n"])
+    return write_atomic(out / "index.html", ["".join(html_parts)])

@@ -1,0 +1,205 @@
+"""The stages of a study, one function each: every one calls the same library function as its CLI
+command (``quantize``, ``generate``, ``compare``, ``judge``, ``judge-eval``, ``medicine build``,
+``train dpo``, ``evaluate``) with the study's settings, into its stage folder (:mod:`.layout`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from quantmedic.judge.eval_job import EvalJob, run_judge_eval
+from quantmedic.judge.job import run_judge_job
+from quantmedic.judge.settings import build_job
+from quantmedic.medicine.build import EmptyMedicine, build_into, read_inputs, read_report
+from quantmedic.pipelines.data import shipped_path
+from quantmedic.pipelines.evaluation.benchmarks import load_benchmark
+from quantmedic.pipelines.evaluation.compare import load_graded, pair_key, write_comparison
+from quantmedic.pipelines.evaluation.grading import grade_file
+from quantmedic.pipelines.evaluation.recovery import evaluate_recovery, write_recovery
+from quantmedic.pipelines.models.generation import generate
+from quantmedic.pipelines.models.quantize import quantize
+from quantmedic.pipelines.training.dpo import train_dpo
+from quantmedic.taxonomy.jsonl import read_records, write_records
+from quantmedic.taxonomy.model import load_taxonomy
+from quantmedic.taxonomy.records import Verdict
+
+from . import layout as L
+from .config import QuantizationSpec, StudyConfig
+from .engine import Study, StudyError, digest, file_digest
+from .layout import FULL_PRECISION as FP, stage_name as S
+from .review import review_stage
+
+# judge settings that change how answers are fetched, not what they are: they do not key the stage
+_OPERATIONAL = {"api_key_env", "concurrency", "timeout", "max_retries", "max_delay", "transport", "price_input",
+                "price_output", "eval_limit"}
+
+
+def run_study(config: StudyConfig, data: dict, root: Path, *, console, start: str | None = None,
+              until: str | None = None) -> Study:
+    """Run (or resume) every stage; raises WaitingForReviews when the humans are not done."""
+    b = config.benchmark
+    study = Study(config, data, root, console, problems=load_benchmark(b.name, split=b.split, limit=b.limit),
+                  taxonomy=load_taxonomy(config.taxonomy), start=start, until=until)
+    model = config.model.path
+    study.stage(S("quantize", FP), {"path": model}, [], lambda _folder: digest(
+        model, file_digest(Path(model) / "config.json"), file_digest(Path(model) / "model.safetensors")))
+    generate_stage(study, "generate", FP, model)
+    if config.judge.base_url == [] and study.until != "quantize":
+        console.print("[yellow]note:[/yellow] the judge is the embedded SmolLM2-135M (weak): set judge.base_url "
+                      "and judge.models for real diagnoses")
+    for q in config.quantizations:
+        quantization_stages(study, q)
+    return study
+
+
+def quantization_stages(study: Study, q: QuantizationSpec) -> None:
+    """Every stage of one quantization, from quantizing to the recovery measured after treatment."""
+    label = q.label
+    quantize_stage(study, q)
+    generate_stage(study, "generate", label, None, q)
+    compare_stage(study, label)
+    judge_stage(study, "judge", label)
+    if label == study.config.quantizations[0].label:
+        judge_eval_stage(study)
+    reviews = review_stage(study, label) if study.config.argilla else None
+    medicine_stage(study, label, reviews)
+    train_stage(study, q)
+    generate_stage(study, "treated", label, None, q)
+    judge_stage(study, "rejudge", label)
+    evaluate_stage(study, label)
+
+
+def quantized_dir(study: Study, q: QuantizationSpec) -> str:
+    """The quantized checkpoint: the given ``path``, or the one the quantize stage made."""
+    return q.path if q.path else str(study.folder(S("quantize", q.label)) / L.MODEL)
+
+
+def quantize_stage(study: Study, q: QuantizationSpec) -> None:
+    def work(folder: Path) -> str | None:
+        if q.path:
+            return digest(q.path, file_digest(Path(q.path) / "config.json"))
+        quantize(study.config.model.path, out_dir=folder / L.MODEL, settings=q)
+        return None
+
+    study.stage(S("quantize", q.label), q.model_dump(mode="json"), [S("quantize", FP)], work)
+
+
+def generate_stage(study: Study, kind: str, label: str, model: str | None, q: QuantizationSpec | None = None) -> None:
+    """``generate:fp``, ``generate:Q`` (the quantized model) or ``treated:Q`` (with the trained adapter)."""
+    config = study.config
+    settings = config.seeded("generation")
+    inputs = {"generate": [S("quantize", label)], "treated": [S("train", label)]}[kind]
+
+    def work(folder: Path) -> None:
+        path = model if q is None else quantized_dir(study, q)
+        adapter = study.folder(S("train", label)) / L.ADAPTER if kind == "treated" else None
+        generate(path, study.problems, out_path=folder / L.ATTEMPTS, settings=settings, adapter=adapter,
+                 console=study.console)
+        grade_file(folder / L.ATTEMPTS, study.console)
+
+    keyed = {"generation": settings.model_dump(mode="json"), "problems": digest([p.id for p in study.problems])}
+    study.stage(S(kind, label), keyed, inputs, work)
+
+
+def compare_stage(study: Study, label: str) -> None:
+    def work(folder: Path) -> None:
+        fp = load_graded(study.folder(S("generate", FP)) / L.ATTEMPTS)
+        quant = load_graded(study.folder(S("generate", label)) / L.ATTEMPTS)
+        write_comparison(fp, quant, folder, fp_label=study.config.model.label or None, quant_label=label)
+
+    study.stage(S("compare", label), {}, [S("generate", FP), S("generate", label)], work)
+
+
+def judge_stage(study: Study, kind: str, label: str) -> None:
+    """``judge:Q``: the quantized model's failures; ``rejudge:Q``: the treated model's, judged the same way
+    (for the change in the error-category mix)."""
+    config = study.config
+
+    def work(folder: Path) -> None:
+        if kind == "judge":
+            failures = study.folder(S("compare", label)) / (
+                L.FLIPPED_FAILURES if config.judge.failures == "flipped" else L.ALL_FAILURES)
+        else:
+            failures = folder / L.ALL_FAILURES
+            write_records(failures, treated_failures(study, label))
+        job = build_job(config.seeded("judge"), input=failures, out=folder / L.VERDICTS, taxonomy=study.taxonomy,
+                        cache=study.cache, limit=config.judge.limit)
+        run_judge_job(job, study.console)
+
+    settings = {**config.seeded("judge").model_dump(mode="json", exclude=_OPERATIONAL),
+                "taxonomy": f"{study.taxonomy.name}@{study.taxonomy.version}"}
+    study.stage(S(kind, label), settings, [S("compare" if kind == "judge" else "treated", label)], work)
+
+
+def treated_failures(study: Study, label: str) -> list:
+    """The treated model's failures, chosen as ``judge.failures`` chose the untreated ones."""
+    fp_right = {pair_key(a) for a in load_graded(study.folder(S("generate", FP)) / L.ATTEMPTS) if a.correct}
+    treated = load_graded(study.folder(S("treated", label)) / L.ATTEMPTS)
+    return [a for a in treated
+            if a.correct is False and (study.config.judge.failures == "all" or pair_key(a) in fp_right)]
+
+
+def judge_eval_stage(study: Study) -> None:
+    """The judge's meta-evaluation on ProcessBench's GSM8K split (``judge.eval_limit`` items; 0: off)."""
+    config = study.config
+    if not config.judge.eval_limit:
+        return
+
+    def work(folder: Path) -> None:
+        job = build_job(config.seeded("judge"), input=shipped_path("processbench-gsm8k"), out=None,
+                        taxonomy=study.taxonomy, cache=study.cache, limit=config.judge.eval_limit,
+                        include_correct=True)
+        run_judge_eval(EvalJob(judging=job, out_dir=folder, seed=config.seed), study.console)
+
+    settings = {**config.seeded("judge").model_dump(mode="json", exclude=_OPERATIONAL | {"failures", "limit"}),
+                "eval_limit": config.judge.eval_limit, "taxonomy": f"{study.taxonomy.name}@{study.taxonomy.version}"}
+    study.stage(S("judge-eval"), settings, [], work)
+
+
+def medicine_stage(study: Study, label: str, reviews_stage: str | None) -> None:
+    config = study.config
+    settings = config.seeded("medicine").model_copy(update={"reviews": reviews_stage is not None})
+
+    def work(folder: Path) -> None:
+        verdicts = study.folder(S("judge", label)) / L.VERDICTS
+        attempts = [study.folder(S("generate", FP)) / L.ATTEMPTS, study.folder(S("generate", label)) / L.ATTEMPTS]
+        reviews = study.folder(reviews_stage) / L.REVIEWS if reviews_stage else None
+        try:
+            build_into(read_inputs([verdicts], attempts, reviews), settings, folder / L.MEDICINE, overwrite=True)
+        except EmptyMedicine as empty:
+            raise StudyError(verdicts, f"the medicine is empty: {empty.message.split(': ', 1)[-1]} (a stronger "
+                             "judge, more problems or medicine.exclude_categories: [] may help)") from None
+
+    inputs = [S("judge", label), S("generate", FP), S("generate", label)] + ([reviews_stage] if reviews_stage else [])
+    study.stage(S("medicine", label), settings.model_dump(mode="json"), inputs, work)
+
+
+def train_stage(study: Study, q: QuantizationSpec) -> None:
+    settings = study.config.seeded("training")
+
+    def work(folder: Path) -> None:
+        train_dpo(quantized_dir(study, q), study.folder(S("medicine", q.label)) / L.MEDICINE, folder / L.ADAPTER,
+                  settings)
+
+    study.stage(S("train", q.label), settings.model_dump(mode="json"),
+                [S("medicine", q.label), S("quantize", q.label)], work)
+
+
+def evaluate_stage(study: Study, label: str) -> None:
+    def work(folder: Path) -> None:
+        def attempts(kind: str, of: str = label):
+            return load_graded(study.folder(S(kind, of)) / L.ATTEMPTS)
+
+        def verdicts(kind: str):
+            return read_records(study.folder(S(kind, label)) / L.VERDICTS, Verdict)
+
+        result = evaluate_recovery(
+            attempts("generate", FP), attempts("generate"), attempts("treated"),
+            medicine_keys=read_report(study.folder(S("medicine", label)) / L.MEDICINE)["problem_keys"],
+            seed=study.config.seed, verdicts_before=verdicts("judge"), verdicts_after=verdicts("rejudge"))
+        write_recovery(result, folder)
+
+    inputs = [S("generate", FP), S("generate", label), S("treated", label), S("medicine", label), S("judge", label),
+              S("rejudge", label)]
+    study.stage(S("evaluate", label), {}, inputs, work)
+

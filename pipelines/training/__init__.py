@@ -1,0 +1,1 @@
+"""Training: LoRA/QLoRA adapters with TRL's DPO trainer (``dpo``), its settings beside it (``dpo_config``)."""
