@@ -11,13 +11,25 @@ client, through its generic ``client.post`` (same auth, headers, timeout and err
 milliseconds of client CPU per request). ``aiohttp`` posts the same JSON with aiohttp directly; it
 costs about a quarter of the SDK's client CPU per request, for bulk judging against a server of
 your own (see ``benchmarks/README.md``). Both feed one retry loop, so their behaviour is the same.
+
+A server that cannot be reached at all (connection refused, unknown host, no route, TLS failure,
+not an http(s) URL) before it has answered once is a wrong ``--base-url``, not a transient fault:
+:class:`EndpointUnreachable` is raised at once, with no retries. Once the server has answered, a
+refused connection is retried like any other dropped connection (a server restarting).
+
+Every error text is passed through :func:`~quantmedic.judge.cache.redact` (with the endpoint's key)
+where it is made, and so is every answer's content: a key a server echoes never goes further.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import errno
 import json
 import os
+import socket
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -25,7 +37,7 @@ from typing import Literal
 import aiohttp
 import openai
 
-from .cache import Completion
+from .cache import Completion, clean
 from .prompt import DEFAULT_PROMPT, SystemPrompt
 from .retry import RetryPolicy, is_retryable_status, parse_retry_after
 from .schema import SCHEMA_NAME
@@ -49,6 +61,14 @@ class RequestRejected(Exception):
 
 class TransportFailure(Exception):
     """Every retry of a request failed with a retryable error (429, 5xx, timeout, connection)."""
+
+
+class EndpointUnreachable(Exception):
+    """The endpoint could not be reached at all before it ever answered: a wrong ``--base-url``."""
+
+    def __init__(self, url: str, why: str):
+        self.url, self.why = clean(url), why
+        super().__init__(f"cannot connect to {self.url} ({why})")
 
 
 @dataclass(frozen=True)
@@ -93,7 +113,40 @@ class RequestTimeout(Exception):
 
 
 class ConnectionFailed(Exception):
-    """The connection could not be made or was dropped."""
+    """The connection could not be made or was dropped; ``unreachable`` says why no server was reached
+    at all (refused, unknown host, ...), None when one was (a dropped connection)."""
+
+    def __init__(self, message: str, unreachable: str | None = None):
+        self.unreachable = unreachable
+        super().__init__(message)
+
+
+_CONNECT_ERRNOS = {errno.ECONNREFUSED: "connection refused", errno.EHOSTUNREACH: "no route to host",
+                   errno.ENETUNREACH: "network unreachable", errno.EADDRNOTAVAIL: "address not available"}
+_NOT_HTTP = tuple(getattr(aiohttp.client_exceptions, name) for name in ("InvalidURL", "NonHttpUrlClientError")
+                  if hasattr(aiohttp.client_exceptions, name))
+
+
+def unreachable_reason(error: BaseException | None) -> str | None:
+    """Why ``error`` (or an error it was raised from) means no server was reached at all, or None.
+
+    The openai SDK's aiohttp client reports a refused connection as a *timeout*; the cause it was
+    raised from still says what happened, so the chain of causes is read, not the outer class.
+    """
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, aiohttp.ClientConnectorError):
+            os_error = error.os_error
+            if isinstance(os_error, socket.gaierror):
+                return "unknown host"
+            if isinstance(os_error, ssl.SSLError):
+                return f"TLS failure: {os_error.reason or os_error}"
+            return _CONNECT_ERRNOS.get(os_error.errno, os_error.strerror or str(os_error) or "cannot connect")
+        if isinstance(error, _NOT_HTTP) or type(error).__name__ == "UnsupportedProtocol":
+            return "not an http:// or https:// URL"
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def _rejects_json_schema(error: HttpStatusError) -> bool:
@@ -145,6 +198,7 @@ class SdkTransport:
     """POSTs chat completions through the ``openai`` SDK (its aiohttp client, no SDK retries)."""
 
     def __init__(self, endpoint: Endpoint, timeout: float):
+        self.key = endpoint.api_key
         self.client = openai.AsyncOpenAI(base_url=endpoint.base_url, api_key=endpoint.api_key or "not-needed",
                                          max_retries=0, timeout=timeout,
                                          http_client=openai.DefaultAioHttpClient(timeout=timeout))
@@ -154,12 +208,14 @@ class SdkTransport:
             return await self.client.post(_CHAT_COMPLETIONS, cast_to=bytes, body=payload,
                                           options={"security": {"bearer_auth": True}})
         except openai.APIStatusError as error:
-            raise HttpStatusError(error.status_code, str(error.message)[:300],
+            raise HttpStatusError(error.status_code, clean(str(error.message), self.key)[:300],
                                   error.response.headers.get("retry-after")) from None
-        except openai.APITimeoutError:
-            raise RequestTimeout() from None
+        except openai.APITimeoutError as error:
+            if (why := unreachable_reason(error)) is None:
+                raise RequestTimeout() from None
+            raise ConnectionFailed(why, why) from None
         except openai.APIConnectionError as error:
-            raise ConnectionFailed(str(error.__cause__ or error)) from None
+            raise ConnectionFailed(clean(str(error.__cause__ or error), self.key), unreachable_reason(error)) from None
 
     async def close(self) -> None:
         await self.client.close()
@@ -170,6 +226,7 @@ class AiohttpTransport:
 
     def __init__(self, endpoint: Endpoint, timeout: float):
         self.url = endpoint.base_url.rstrip("/") + _CHAT_COMPLETIONS
+        self.key = endpoint.api_key
         self.headers = {"Content-Type": "application/json"}
         if endpoint.api_key:
             self.headers["Authorization"] = f"Bearer {endpoint.api_key}"
@@ -185,12 +242,13 @@ class AiohttpTransport:
             async with self._session.post(self.url, data=json.dumps(payload), headers=self.headers) as response:
                 body = await response.read()
                 if response.status >= 400:
-                    raise HttpStatusError(response.status, _error_message(body), response.headers.get("Retry-After"))
+                    raise HttpStatusError(response.status, clean(_error_message(body), self.key),
+                                          response.headers.get("Retry-After"))
                 return body
         except asyncio.TimeoutError:
             raise RequestTimeout() from None
         except aiohttp.ClientError as error:
-            raise ConnectionFailed(str(error)) from None
+            raise ConnectionFailed(clean(str(error), self.key), unreachable_reason(error)) from None
 
     async def close(self) -> None:
         if self._session is not None:
@@ -210,20 +268,27 @@ class ChatBackend:
         self.mode: ResponseFormat = "json_schema" if endpoint.response_format == "auto" else endpoint.response_format
         self._may_fall_back = endpoint.response_format == "auto"
         self.transport = TRANSPORTS[transport](endpoint, timeout)
+        self.reached = False
+        """Whether the server has answered at all (any HTTP status) in this run."""
 
     def response_format(self, schema: dict) -> dict:
         return response_format_for(self.mode, schema)
 
     async def complete(self, messages: list[dict], schema: dict, params: dict,
                        on_retry: Callable[[str], None] | None = None) -> Completion:
-        """One completion; raises :class:`RequestRejected` or :class:`TransportFailure`."""
+        """One completion (its content :func:`~quantmedic.judge.cache.clean`\\ ed); raises
+        :class:`RequestRejected`, :class:`TransportFailure` or :class:`EndpointUnreachable`."""
         retry = 0
         while True:
             payload = {"model": self.endpoint.model, "messages": messages,
                        "response_format": self.response_format(schema), **params}
             try:
-                return _completion_from(await self.transport.post_chat(payload))
+                body = await self.transport.post_chat(payload)
+                self.reached = True
+                completion = _completion_from(body)
+                return dataclasses.replace(completion, content=clean(completion.content, self.endpoint.api_key))
             except HttpStatusError as error:
+                self.reached = True
                 if self._may_fall_back and self.mode == "json_schema" and _rejects_json_schema(error):
                     self.mode = "json_object"
                     continue
@@ -233,6 +298,8 @@ class ChatBackend:
             except RequestTimeout:
                 reason, retry_after = "timeout", None
             except ConnectionFailed as error:
+                if error.unreachable and not self.reached:
+                    raise EndpointUnreachable(self.endpoint.base_url, error.unreachable) from None
                 reason, retry_after = f"connection error ({error})", None
             if retry >= self.policy.max_retries:
                 raise TransportFailure(f"{reason} after {retry + 1} tries")

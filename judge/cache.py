@@ -3,6 +3,10 @@
 Each response is written as soon as it arrives, so a run killed half way loses nothing that was
 answered, and a rerun sends only the requests whose key is missing. Only answers the server
 actually returned are stored (valid or not); transport failures are not, so they are re-sent.
+
+:func:`redact` is the one redaction function: every error text (reasons, log lines, the messages of
+exceptions), every stored row and every answer passes through it, so an API key that a server
+echoes in an error body (some providers do) never reaches a verdict, the cache or the terminal.
 """
 
 from __future__ import annotations
@@ -10,10 +14,57 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+
+_SECRETS = (
+    (re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]{12,}"), r"\1[redacted]"),  # Authorization: Bearer ...
+    (re.compile(r"\bsk-[A-Za-z0-9_-]{8,}"), "sk-[redacted]"),  # OpenAI-style keys: sk-..., sk-proj-...
+    (re.compile(r"(://[^/@\s:]*:)[^/@\s]+@"), r"\1[redacted]@"),  # https://user:password@host
+    (re.compile(r"(?i)([?&](?:api[_-]?key|access[_-]?token|token|key)=)[^&#\s\"']+"), r"\1[redacted]"),
+)
+MIN_SECRET_LENGTH = 8
+"""A configured key shorter than this is not searched for literally (it would blank ordinary words)."""
+
+
+def redact(text: str, *secrets: str | None) -> str:
+    """``text`` without the given ``secrets`` or anything shaped like a bearer token, an ``sk-`` key,
+    a URL password or a key in a query string.
+
+    >>> redact("Incorrect API key provided: sk-abc123456789. Header: Bearer tok_0123456789")
+    'Incorrect API key provided: sk-[redacted]. Header: Bearer [redacted]'
+    >>> redact("bad key my-secret-value", "my-secret-value")
+    'bad key [redacted]'
+    """
+    for secret in secrets:
+        if secret and len(secret) >= MIN_SECRET_LENGTH and secret in text:
+            text = text.replace(secret, "[redacted]")
+    for pattern, replacement in _SECRETS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def scrub(text: str) -> str:
+    """``text`` with lone UTF-16 surrogates (which JSON escapes can produce, and which neither SQLite
+    nor a JSONL file can hold) replaced by U+FFFD; well-formed text is returned unchanged.
+
+    >>> scrub("a\\ud800b") == "a\\ufffdb", scrub("ok")
+    (True, 'ok')
+    """
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def clean(text: str | None, *secrets: str | None) -> str | None:
+    """:func:`scrub` then :func:`redact` (None stays None): what every stored or shown text goes through."""
+    return None if text is None else redact(scrub(text), *secrets)
 
 
 @dataclass(frozen=True)
@@ -59,11 +110,16 @@ class ResponseCache:
     def get(self, key: str) -> Completion | None:
         row = self._db.execute("SELECT content, finish_reason, prompt_tokens, completion_tokens FROM responses "
                                "WHERE key = ?", (key,)).fetchone()
-        return Completion(*row) if row else None
+        if not row:
+            return None
+        content, finish_reason, prompt_tokens, completion_tokens = row
+        return Completion(clean(content), finish_reason, prompt_tokens, completion_tokens)
 
     def put(self, key: str, model: str, completion: Completion) -> None:
+        """Store one completion; its text and the model identity are :func:`clean`\\ ed first."""
         self._db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?, ?, ?)",
-                         (key, model, completion.content, completion.finish_reason, completion.prompt_tokens,
+                         (key, clean(model), clean(completion.content), completion.finish_reason,
+                          completion.prompt_tokens,
                           completion.completion_tokens, time.time()))
 
     def __len__(self) -> int:

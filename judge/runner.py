@@ -1,22 +1,36 @@
 """Running judges over attempts: degenerate checks, cache look-ups, bounded concurrency, retries on
-invalid answers, and the majority across judges. Everything returned is also in the cache."""
+invalid answers, and the majority across judges. Everything returned is also in the cache.
+
+**Rounds.** An answer is asked in *round* 0 (the item's first request, re-asked with feedback after
+each invalid answer). An invalid answer is cached like any other, so a rerun would read it back
+for ever; with ``retry_unscored`` a judge whose round ``r`` is in the cache and invalid is asked
+again in round ``r + 1``: a new sample (seed ``+ r * RETRY_SEED_STRIDE``, and a cache key of its
+own), once per run. The invalid rounds stay in the cache for audit. Every run, with or without
+``retry_unscored``, reads the later rounds that are already cached, so the newest sample is used.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+
+from pydantic import ValidationError
 
 from quantmedic.taxonomy.model import DEGENERATE, Taxonomy
 from quantmedic.taxonomy.records import Attempt, JudgeAnswer, Usage, Verdict, content_id
 
-from .backend import ChatBackend, Endpoint, RequestRejected, TransportFailure
-from .cache import Completion, ResponseCache, request_key, schema_digest
+from .backend import ChatBackend, Endpoint, EndpointUnreachable, RequestRejected, TransportFailure
+from .cache import Completion, ResponseCache, clean, request_key, schema_digest
 from .degenerate import detect_degenerate
 from .ensemble import majority
 from .prompt import PROMPT_VERSION, build_messages, feedback_message, system_message
 from .schema import judge_output_schema
 from .validate import Invalid, make_validator, validate_answer
+
+RETRY_SEED_STRIDE = 1_000_000
+"""Round r of sample i is asked with seed ``seed + i + r * RETRY_SEED_STRIDE``."""
 
 
 @dataclass(frozen=True)
@@ -33,10 +47,10 @@ class JudgeSpec:
     def label(self) -> str:
         return self.endpoint.label
 
-    def params(self, sample: int) -> dict:
+    def params(self, sample: int, round: int = 0) -> dict:
         params: dict = {"temperature": self.temperature, "max_tokens": self.max_tokens}
         if self.seed is not None:
-            params["seed"] = self.seed + sample
+            params["seed"] = self.seed + sample + round * RETRY_SEED_STRIDE
         return params
 
     def fingerprint(self) -> dict:
@@ -92,15 +106,26 @@ def combine_answers(attempt: Attempt, answers: Sequence[JudgeAnswer], *, judge_m
 
 
 class JudgeRunAborted(RuntimeError):
-    """The endpoint refused in a way no retry can fix (wrong key, model or URL)."""
+    """The endpoint refused in a way no retry can fix (wrong key, model or URL); ``unreachable``: no
+    server answered at that URL at all (connection refused, unknown host, no route)."""
+
+    def __init__(self, message: str, *, unreachable: bool = False):
+        super().__init__(message)
+        self.unreachable = unreachable
+
+
+class _Offline(Exception):
+    """A later round's request is not in the cache, and this run does not send new rounds."""
 
 
 class JudgeRun:
     """Judge attempts with the judges of ``config``; answers are read from and written to ``cache``."""
 
     def __init__(self, config: JudgeConfig, cache: ResponseCache, backends: dict[str, ChatBackend], *,
-                 concurrency: int = 16, on_item_done: Callable[[Verdict, RunStats], None] | None = None):
+                 concurrency: int = 16, on_item_done: Callable[[Verdict, RunStats], None] | None = None,
+                 retry_unscored: bool = False):
         self.config = config
+        self.retry_unscored = retry_unscored
         self.cache = cache
         self.backends = backends
         self.schema = judge_output_schema(config.taxonomy)
@@ -124,6 +149,8 @@ class JudgeRun:
             return list(await asyncio.gather(*tasks))
         except RequestRejected as error:
             raise JudgeRunAborted(str(error)) from None
+        except EndpointUnreachable as error:
+            raise JudgeRunAborted(str(error), unreachable=True) from None
         finally:
             for task in tasks:
                 task.cancel()
@@ -146,60 +173,99 @@ class JudgeRun:
         return verdict
 
     def _combine(self, attempt: Attempt, answers: Sequence[JudgeAnswer]) -> Verdict:
-        return combine_answers(attempt, answers, judge_model=self.config.judge_model, taxonomy=self.taxonomy_label,
-                               config=self.fingerprint)
+        common = dict(judge_model=self.config.judge_model, taxonomy=self.taxonomy_label, config=self.fingerprint)
+        try:
+            return combine_answers(attempt, answers, **common)
+        except ValidationError as error:  # a value no record can hold: unscored, never a crash
+            first = error.errors()[0]
+            reason = f"invalid: {'.'.join(map(str, first['loc']))}: {first['msg']}"
+            return Verdict(attempt=attempt, status="unscored", reason=reason, **common)
 
-    async def _completion(self, spec: JudgeSpec, messages: list[dict], params: dict) -> Completion:
+    async def _completion(self, spec: JudgeSpec, messages: list[dict], params: dict, round: int = 0,
+                          offline: bool = False) -> tuple[Completion, bool]:
+        """The completion, and whether it was sent now (False: read from the cache)."""
         identity = spec.endpoint.cache_identity
-        key = request_key(messages, identity, params, self._schema_sha)
+        key = request_key(messages, identity, {**params, "retry_round": round} if round else params,
+                          self._schema_sha)
         cached = self.cache.get(key)
         if cached is not None:
             self.stats.cache_hits += 1
             self.stats.usage_cached += Usage(prompt_tokens=cached.prompt_tokens,
                                              completion_tokens=cached.completion_tokens)
-            return cached
+            return cached, False
+        if offline:
+            raise _Offline()
         async with self._slots:
             completion = await self.backends[identity].complete(messages, self.schema, params, self._count_retry)
         self.cache.put(key, identity, completion)
         self.stats.requests_sent += 1
         self.stats.usage_sent += Usage(prompt_tokens=completion.prompt_tokens,
                                        completion_tokens=completion.completion_tokens)
-        return completion
+        return completion, True
 
     def _count_retry(self, _reason: str) -> None:
         self.stats.transport_retries += 1
 
     async def _answer(self, attempt: Attempt, spec: JudgeSpec, sample: int) -> JudgeAnswer:
+        """This judge's answer: round 0, then (see the module's docstring) any later round in the
+        cache, and one new round when ``retry_unscored`` and every earlier round was invalid."""
         label = spec.label if spec.samples == 1 else f"{spec.label}#{sample}"
         common = dict(judge=label, model=spec.endpoint.model, sample=sample)
         messages = build_messages(self.config.taxonomy, self.schema, attempt, system=self._systems[spec])
-        params = spec.params(sample)
-        usage = Usage()
-        raw = None
-        reason = "no answer"
+        answer, tries, usage = None, 0, Usage()
+        for round in itertools.count():
+            try:
+                asked, sent = await self._ask(attempt, spec, sample, messages, round,
+                                              offline=round > 0 and not self.retry_unscored)
+            except _Offline:
+                return answer
+            tries, usage = tries + asked.tries, usage + asked.usage
+            answer = asked.model_copy(update={**common, "tries": tries, "usage": usage})
+            if answer.status == "ok" or sent or not (answer.reason or "").startswith("invalid:"):
+                return answer
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _ask(self, attempt: Attempt, spec: JudgeSpec, sample: int, messages: list[dict], round: int,
+                   offline: bool) -> tuple[JudgeAnswer, bool]:
+        """One round: ask, and re-ask with the reason after each invalid answer; also whether anything
+        was sent now. Raises :class:`_Offline` if ``offline`` and a request is not in the cache."""
+        common = dict(judge="", model=spec.endpoint.model, sample=sample)
+        params = spec.params(sample, round)
+        usage, raw, reason, sent = Usage(), None, "no answer", False
         for tries in range(1, self.config.max_invalid_retries + 2):
             try:
-                completion = await self._completion(spec, messages, params)
+                completion, now = await self._completion(spec, messages, params, round, offline)
             except RequestRejected as error:
                 if error.fatal:
                     raise
-                return JudgeAnswer(status="unscored", reason=f"rejected: {error}", tries=tries, usage=usage,
-                                   raw_response=raw, **common)
+                return JudgeAnswer(status="unscored", reason=clean(f"rejected: {error}"), tries=tries, usage=usage,
+                                   raw_response=raw, **common), True
             except TransportFailure as error:
-                return JudgeAnswer(status="unscored", reason=f"transport: {error}", tries=tries, usage=usage,
-                                   raw_response=raw, **common)
+                return JudgeAnswer(status="unscored", reason=clean(f"transport: {error}"), tries=tries,
+                                   usage=usage, raw_response=raw, **common), True
+            sent = sent or now
             usage += Usage(prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens)
             raw = completion.content
-            parsed = validate_answer(raw, completion.finish_reason, len(attempt.steps), self.config.taxonomy,
-                                     self.validator)
-            if not isinstance(parsed, Invalid):
-                return JudgeAnswer(status="ok", first_wrong_step=parsed.first_wrong_step, category=parsed.category,
-                                   subtype=parsed.subtype, explanation=parsed.explanation,
-                                   confidence=parsed.confidence, raw_response=raw, tries=tries, usage=usage,
-                                   **common)
-            reason = parsed.reason
+            answer = self._parsed(attempt, raw, completion.finish_reason, tries, usage, common)
+            if isinstance(answer, JudgeAnswer):
+                return answer, sent
+            reason = answer.reason
             self.stats.invalid_answers += 1
             messages = [*messages, {"role": "assistant", "content": raw or ""},
                         {"role": "user", "content": feedback_message(reason)}]
-        return JudgeAnswer(status="unscored", reason=f"invalid: {reason}", tries=self.config.max_invalid_retries + 1,
-                           usage=usage, raw_response=raw, **common)
+        return JudgeAnswer(status="unscored", reason=clean(f"invalid: {reason}"),
+                           tries=self.config.max_invalid_retries + 1, usage=usage, raw_response=raw, **common), sent
+
+    def _parsed(self, attempt: Attempt, raw: str | None, finish_reason: str | None, tries: int, usage: Usage,
+                common: dict) -> JudgeAnswer | Invalid:
+        """The scored answer in ``raw``, or why it is invalid (also when no record could hold it)."""
+        parsed = validate_answer(raw, finish_reason, len(attempt.steps), self.config.taxonomy, self.validator)
+        if isinstance(parsed, Invalid):
+            return parsed
+        try:
+            return JudgeAnswer(status="ok", first_wrong_step=parsed.first_wrong_step, category=parsed.category,
+                               subtype=parsed.subtype, explanation=parsed.explanation, confidence=parsed.confidence,
+                               raw_response=raw, tries=tries, usage=usage, **common)
+        except ValidationError as error:
+            first = error.errors()[0]
+            return Invalid(f"schema: {'.'.join(map(str, first['loc']))}: {first['msg']}")

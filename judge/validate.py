@@ -1,13 +1,23 @@
-"""Validation of a judge's raw output: JSON parsing, JSON Schema, then semantic checks."""
+"""Validation of a judge's raw output: JSON parsing, JSON Schema, then semantic checks.
+
+JSON Schema is not the last word: Python's ``json`` reads ``NaN`` and ``Infinity``, which no JSON
+Schema bound rejects (``NaN`` compares false with everything) and which no record can hold, so
+they are refused while parsing, and the confidence must be a finite number in [0, 1]. Text with
+lone surrogates (from ``\\ud800``-style escapes) is repaired with U+FFFD, since no file or
+database can store it. Whatever passes here is a value the records accept.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 
 from jsonschema import Draft202012Validator
 
 from quantmedic.taxonomy.model import NO_ERROR, Taxonomy
+
+from .cache import scrub
 
 
 @dataclass(frozen=True)
@@ -34,6 +44,14 @@ def make_validator(schema: dict) -> Draft202012Validator:
     return Draft202012Validator(schema)
 
 
+class _NotJsonNumber(ValueError):
+    pass
+
+
+def _refuse_constant(name: str) -> float:
+    raise _NotJsonNumber(name)
+
+
 def validate_answer(content: str | None, finish_reason: str | None, n_steps: int, taxonomy: Taxonomy,
                     validator: Draft202012Validator) -> ParsedAnswer | Invalid:
     """Check one raw answer for an attempt with ``n_steps`` steps."""
@@ -43,15 +61,21 @@ def validate_answer(content: str | None, finish_reason: str | None, n_steps: int
         return Invalid("empty: the judge returned no content")
     try:
         # llama.cpp's grammar lets raw newlines into strings: accept them (strict=False)
-        data = json.loads(content, strict=False)
+        data = json.loads(content, strict=False, parse_constant=_refuse_constant)
     except json.JSONDecodeError as exc:
         return Invalid(f"invalid_json: {exc.msg} at position {exc.pos}")
+    except _NotJsonNumber as exc:
+        return Invalid(f"invalid_json: {exc} is not a JSON number")
     errors = sorted(validator.iter_errors(data), key=lambda e: [str(p) for p in e.path])
     if errors:
         error = errors[0]
         where = ".".join(str(p) for p in error.path) or "<root>"
         return Invalid(f"schema: {where}: {error.message[:200]}")
-    step, category, subtype = data["first_wrong_step"], data["category"], data["subtype"]
+    step, category, subtype, confidence = (data["first_wrong_step"], data["category"], data["subtype"],
+                                           data["confidence"])
+    if not math.isfinite(confidence) or not 0 <= confidence <= 1:
+        return Invalid(f"schema: confidence: {confidence} is not a number from 0 to 1")
+    step = int(step)  # JSON Schema's integer admits 2.0
     if step >= n_steps:
         return Invalid(f"step_out_of_range: first_wrong_step {step} but the solution has steps 0 to {n_steps - 1}")
     if (step == -1) != (category == NO_ERROR) or (category == NO_ERROR) != (subtype == NO_ERROR):
@@ -60,4 +84,4 @@ def validate_answer(content: str | None, finish_reason: str | None, n_steps: int
     if category != NO_ERROR and taxonomy.parent_of(subtype) != category:
         return Invalid(f'subtype_mismatch: subtype "{subtype}" belongs to "{taxonomy.parent_of(subtype)}", '
                        f'not "{category}"')
-    return ParsedAnswer(step, category, subtype, data["explanation"].strip(), float(data["confidence"]))
+    return ParsedAnswer(step, category, subtype, scrub(data["explanation"]).strip(), float(confidence))

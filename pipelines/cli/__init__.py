@@ -16,6 +16,7 @@ from quantmedic.annotate.server import ArgillaServerError
 from quantmedic.judge.embedded import EmbeddedJudgeUnavailable
 from quantmedic.judge.runner import JudgeRunAborted
 from quantmedic.taxonomy.errors import InputError
+from quantmedic.taxonomy.locks import OutputLocked
 
 from . import annotate, evaluation, info, judge, medicine, models, study, training
 from .console import EXIT_ABORTED, EXIT_BAD_INPUT, stderr
@@ -42,6 +43,9 @@ def main() -> None:
     except (InputError, EmbeddedJudgeUnavailable, AnnotateError, ArgillaServerError) as error:
         stderr.print(f"[red]error:[/red] {escape(str(error))}", highlight=False, soft_wrap=True)
         sys.exit(EXIT_BAD_INPUT)
+    except OutputLocked as error:
+        stderr.print(f"[red]error:[/red] {escape(str(error))}", highlight=False, soft_wrap=True)
+        sys.exit(EXIT_ABORTED)
     except JudgeRunAborted as error:
         stderr.print(f"[red]error:[/red] the judge endpoint refused the request ({escape(str(error))}); check "
                      "--base-url, --model and the API key variable", highlight=False, soft_wrap=True)

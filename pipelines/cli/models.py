@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from quantmedic.pipelines.evaluation.benchmarks import load_benchmark
+from quantmedic.pipelines.evaluation.benchmarks import BenchmarkSettings
 from quantmedic.pipelines.evaluation.grading import grade_file
 from quantmedic.pipelines.models.generation import generate
 from quantmedic.pipelines.models.generation_config import GenerationSettings
@@ -57,7 +57,7 @@ def quantize_command(
 def generate_command(
     model: Annotated[str, typer.Argument(help="Model folder or Hugging Face id (for --backend openai: a label, or "
                                               "the folder whose quantization record to attach).")],
-    benchmark: Annotated[str, typer.Option(help="math500, gsm8k, aime24, a JSONL file or a Hugging Face dataset.")],
+    benchmark: Annotated[str, described(BenchmarkSettings, "name", "--benchmark")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Attempts JSONL; appended to, and an interrupted run "
                                                           "resumes where it stopped.")],
     backend: Annotated[str, described(GenerationSettings, "backend")] = G.backend,
@@ -66,8 +66,8 @@ def generate_command(
     top_p: Annotated[float, described(GenerationSettings, "top_p")] = G.top_p,
     max_tokens: Annotated[int, described(GenerationSettings, "max_tokens")] = G.max_tokens,
     seed: Annotated[int, described(GenerationSettings, "seed")] = G.seed,
-    limit: Annotated[Optional[int], typer.Option(min=1, help="Only the first N problems.")] = None,
-    split: Annotated[Optional[str], typer.Option(help="Dataset split (Hugging Face datasets).")] = None,
+    limit: Annotated[Optional[int], described(BenchmarkSettings, "limit")] = None,
+    split: Annotated[Optional[str], described(BenchmarkSettings, "split")] = None,
     kv_cache_dtype: Annotated[Optional[str], described(GenerationSettings, "kv_cache_dtype")] = None,
     base_url: Annotated[Optional[str], described(GenerationSettings, "base_url",
                                                  envvar="QUANTMEDIC_GENERATE_BASE_URL")] = None,
@@ -86,7 +86,8 @@ def generate_command(
                               temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed,
                               kv_cache_dtype=kv_cache_dtype, base_url=base_url, served_model=model_name,
                               api_key_env=api_key_env, batch_size=batch_size, concurrency=concurrency)
-    problems = load_benchmark(benchmark, split=split, limit=limit)
+    problems = build_settings(BenchmarkSettings, {"name": "--benchmark"}, name=benchmark, split=split,
+                              limit=limit).load()
     try:
         summary = generate(model, problems, out_path=out, settings=settings, api_key=os.environ.get(api_key_env),
                            adapter=adapter, console=stderr)

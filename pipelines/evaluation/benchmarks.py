@@ -20,6 +20,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from quantmedic.judge.adapters import strip_calculator_notes
 from quantmedic.taxonomy.errors import InputError
 from quantmedic.taxonomy.jsonl import iter_json_lines
@@ -283,3 +285,17 @@ def load_benchmark(name_or_path: str | Path, *, split: str | None = None, fields
     if path.suffix in (".jsonl", ".json") or path.exists():
         raise InputError(path, "no such file")
     return _load_hub(name, split, fields, limit, shuffle_choices, config, source, dataset_options)
+
+
+class BenchmarkSettings(BaseModel):
+    """Which problems: ``quantmedic generate``'s ``--benchmark``, ``--split`` and ``--limit``, and a study's
+    ``benchmark:`` section."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="math500, gsm8k, aime24, a JSONL file or a Hugging Face dataset.")
+    split: str | None = Field(None, description="Dataset split (Hugging Face datasets).")
+    limit: int | None = Field(None, ge=1, description="Only the first N problems.")
+
+    def load(self) -> list[Problem]:
+        return load_benchmark(self.name, split=self.split, limit=self.limit)

@@ -27,6 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from quantmedic.taxonomy.errors import InputError
 from quantmedic.taxonomy.jsonl import dump_line, iter_json_lines, validate_record
+from quantmedic.taxonomy.locks import exclusive_output
 from quantmedic.taxonomy.records import Attempt, Problem, Quantization, Sampling
 
 from quantmedic.judge.step_format import parse_completion
@@ -117,6 +118,14 @@ def run_generation(make_engine: Callable[[], Engine], problems: Sequence[Problem
     ``make_engine`` is called only when something is missing (a finished run loads no model)."""
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    with exclusive_output(out_path, "attempts file"):
+        return _generate_missing(make_engine, problems, out_path, model=model, quantization=quantization,
+                                 settings=settings, console=console, source=source)
+
+
+def _generate_missing(make_engine: Callable[[], Engine], problems: Sequence[Problem], out_path: Path, *, model: str,
+                      quantization: Quantization | None, settings: SamplingSettings, console: Console | None,
+                      source: str | None) -> GenerationSummary:
     problems = list({p.id: p for p in problems}.values())  # a problem listed twice is generated once
     repair_tail(out_path)
     done = finished_samples(out_path, model)

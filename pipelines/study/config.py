@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from quantmedic.annotate.push import PushSettings
 from quantmedic.judge.settings import JudgeSettings
 from quantmedic.medicine.build import BuildSettings
+from quantmedic.pipelines.evaluation.benchmarks import BenchmarkSettings
 from quantmedic.pipelines.models.generation_config import GenerationSettings
 from quantmedic.pipelines.models.quantize_config import QuantizeSettings
 from quantmedic.pipelines.training.dpo_config import DPOSettings
@@ -44,12 +45,6 @@ class QuantizationSpec(QuantizeSettings):
     """One quantized variant of the model: made by `quantize`, or an existing checkpoint (``path``)."""
 
     path: str | None = Field(None, description="Use this quantized checkpoint instead of quantizing.")
-
-
-class BenchmarkSpec(_Section):
-    name: str = Field(description="math500, gsm8k, aime24, a JSONL file or a Hugging Face dataset.")
-    split: str | None = None
-    limit: int | None = Field(None, ge=1)
 
 
 class JudgeSpec(JudgeSettings):
@@ -86,7 +81,7 @@ class StudyConfig(_Section):
     seed: int = 0
     model: ModelSpec
     quantizations: list[QuantizationSpec] = Field(min_length=1)
-    benchmark: BenchmarkSpec
+    benchmark: BenchmarkSettings
     generation: GenerationSettings = GenerationSettings()
     judge: JudgeSpec = JudgeSpec()
     taxonomy: str | None = Field(None, description="A taxonomy file; default: the reference study's.")

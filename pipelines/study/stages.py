@@ -12,7 +12,6 @@ from quantmedic.judge.job import run_judge_job
 from quantmedic.judge.settings import build_job
 from quantmedic.medicine.build import EmptyMedicine, build_into, read_inputs, read_report
 from quantmedic.pipelines.data import shipped_path
-from quantmedic.pipelines.evaluation.benchmarks import load_benchmark
 from quantmedic.pipelines.evaluation.compare import load_graded, pair_key, write_comparison
 from quantmedic.pipelines.evaluation.grading import grade_file
 from quantmedic.pipelines.evaluation.recovery import evaluate_recovery, write_recovery
@@ -20,6 +19,7 @@ from quantmedic.pipelines.models.generation import generate
 from quantmedic.pipelines.models.quantize import quantize
 from quantmedic.pipelines.training.dpo import train_dpo
 from quantmedic.taxonomy.jsonl import read_records, write_records
+from quantmedic.taxonomy.locks import exclusive_output
 from quantmedic.taxonomy.model import load_taxonomy
 from quantmedic.taxonomy.records import Verdict
 
@@ -37,9 +37,16 @@ _OPERATIONAL = {"api_key_env", "concurrency", "timeout", "max_retries", "max_del
 def run_study(config: StudyConfig, data: dict, root: Path, *, console, start: str | None = None,
               until: str | None = None) -> Study:
     """Run (or resume) every stage; raises WaitingForReviews when the humans are not done."""
-    b = config.benchmark
-    study = Study(config, data, root, console, problems=load_benchmark(b.name, split=b.split, limit=b.limit),
-                  taxonomy=load_taxonomy(config.taxonomy), start=start, until=until)
+    root.mkdir(parents=True, exist_ok=True)
+    with exclusive_output(root, "study folder"):
+        study = Study(config, data, root, console, problems=config.benchmark.load(),
+                      taxonomy=load_taxonomy(config.taxonomy), start=start, until=until)
+        _run(study)
+    return study
+
+
+def _run(study: Study) -> None:
+    config, console = study.config, study.console
     model = config.model.path
     study.stage(S("quantize", FP), {"path": model}, [], lambda _folder: digest(
         model, file_digest(Path(model) / "config.json"), file_digest(Path(model) / "model.safetensors")))
@@ -49,7 +56,6 @@ def run_study(config: StudyConfig, data: dict, root: Path, *, console, start: st
                       "and judge.models for real diagnoses")
     for q in config.quantizations:
         quantization_stages(study, q)
-    return study
 
 
 def quantization_stages(study: Study, q: QuantizationSpec) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
-import os
 import resource
 import shutil
 import sys
@@ -31,7 +30,6 @@ from typing import Any
 
 from quantmedic.taxonomy.errors import InputError
 from quantmedic.taxonomy.jsonl import write_atomic
-from quantmedic.taxonomy.records import Quantization
 
 from quantmedic.pipelines.models.loading import TRAIN_RECORD, base_kind, has_accelerator, load_base, quantization_of
 
