@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rich.console import Console
+
 from quantmedic.judge.eval_job import EvalJob, run_judge_eval
 from quantmedic.judge.job import run_judge_job
 from quantmedic.judge.settings import build_job
@@ -34,7 +36,7 @@ _OPERATIONAL = {"api_key_env", "concurrency", "timeout", "max_retries", "max_del
                 "price_output", "eval_limit"}
 
 
-def run_study(config: StudyConfig, data: dict, root: Path, *, console, start: str | None = None,
+def run_study(config: StudyConfig, data: dict, root: Path, *, console: Console, start: str | None = None,
               until: str | None = None) -> Study:
     """Run (or resume) every stage; raises WaitingForReviews when the humans are not done."""
     root.mkdir(parents=True, exist_ok=True)
