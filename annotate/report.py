@@ -206,6 +206,9 @@ def report_to_markdown(report: DiagnosticReport) -> str:
     return "\n".join(lines) + "\n"
 
 
+REPORT_FILES = ("report.json", "report.md", "accuracy_by_category.png", "category_confusion.png")
+
+
 def write_report(reviews: Sequence[Review], out: Path) -> tuple[str, list[str]]:
     """Write report.json, report.md and the two PNGs into ``out``; returns the Markdown and the file names."""
     from .figures import accuracy_bars, confusion_heatmap
@@ -217,4 +220,4 @@ def write_report(reviews: Sequence[Review], out: Path) -> tuple[str, list[str]]:
     write_atomic(out / "report.md", [markdown])
     accuracy_bars(report.by_category, out / "accuracy_by_category.png")
     confusion_heatmap(report.confusion, out / "category_confusion.png")
-    return markdown, ["report.json", "report.md", "accuracy_by_category.png", "category_confusion.png"]
+    return markdown, list(REPORT_FILES)

@@ -9,8 +9,8 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from quantmedic.taxonomy.errors import InputError
-from quantmedic.taxonomy.jsonl import iter_json_lines, validate_record
+from quantmedic.taxonomy.errors import InputError, read_text
+from quantmedic.taxonomy.jsonl import iter_json_lines, open_input, validate_record
 from quantmedic.taxonomy.records import Attempt, Problem
 
 from .answers import extract_final_answer
@@ -27,8 +27,9 @@ def strip_calculator_notes(text: str) -> str:
 
 
 def _iter_json_array(path: Path) -> Iterator[tuple[int, dict]]:
-    """Yield ``(line, object)`` for each element of a JSON array file, with the element's line."""
-    text = path.read_text(encoding="utf-8")
+    """Yield ``(line, object)`` for each element of a JSON array file, with the element's line; anything
+    but whitespace after the closing bracket is an error."""
+    text = read_text(path, "input").removeprefix("\ufeff")
     decoder = json.JSONDecoder()
     pos = len(text) - len(text.lstrip())
     if not text.startswith("[", pos):
@@ -40,6 +41,10 @@ def _iter_json_array(path: Path) -> Iterator[tuple[int, dict]]:
         if pos >= len(text):
             raise InputError(path, "unterminated JSON array", line=text.count("\n") + 1)
         if text[pos] == "]":
+            rest = len(text) - len(text[pos + 1:].lstrip())
+            if rest < len(text):
+                raise InputError(path, "not valid JSON (data after the closing ] of the array)",
+                                 line=text.count("\n", 0, rest) + 1)
             return
         line = text.count("\n", 0, pos) + 1
         try:
@@ -148,31 +153,62 @@ def detect_format(obj: dict) -> str:
 
 
 def _records(path: Path) -> Iterator[tuple[int, dict]]:
-    with path.open("rb") as handle:
-        head = handle.read(4096).lstrip()
+    with open_input(path) as handle:
+        head = handle.read(4096).lstrip().removeprefix(b"\xef\xbb\xbf").lstrip()
     return _iter_json_array(path) if head.startswith(b"[") else iter_json_lines(path)
 
 
+def _parse(obj: dict, kind: str, path: Path, line: int) -> list[Attempt]:
+    if kind == "quantmedic":
+        return [validate_record(Attempt, obj, path, line)]
+    if kind == "processbench":
+        return [_processbench(obj, path, line)]
+    if kind == "gsm8k-solutions":
+        return _gsm8k_solutions(obj, path, line)
+    return [_text(obj, path, line)]
+
+
+def _content(attempt: Attempt) -> dict:
+    """What makes two attempts under one derived id different: everything but where they were read from."""
+    data = attempt.model_dump(exclude={"id", "source"})
+    data["problem"] = {k: v for k, v in data["problem"].items() if k not in ("id", "source", "source_id")}
+    return data
+
+
+def _check_repeat(attempt: Attempt, explicit: bool, line: int, first: dict[str, tuple[int, Attempt]],
+                  path: Path) -> None:
+    """A repeat of an earlier attempt is fine (it is judged once); another attempt under the same id is an error
+    naming both lines: under an id the file gives, any difference; under an id derived from the same problem,
+    steps, model and sample, a difference in anything but provenance (e.g. the grade or the human label)."""
+    earlier = first.setdefault(attempt.id, (line, attempt))
+    if earlier[1] is attempt:
+        return
+    a, b = ((x.model_dump(exclude={"id"}) for x in (earlier[1], attempt)) if explicit else
+            (_content(x) for x in (earlier[1], attempt)))
+    if a == b:
+        return
+    differ = ", ".join(k for k in a if a[k] != b.get(k)) or "content"
+    raise InputError(path, f"attempt {attempt.id!r} is also line {earlier[0]}'s, with a different {differ}; give "
+                           "each attempt its own id (exact repeats are judged once)", line=line, field="id")
+
+
 def load_attempts(path: str | Path, fmt: str = "auto") -> list[Attempt]:
-    """Read every attempt in ``path`` (JSON array or JSONL) in the given or detected format."""
+    """Read every attempt in ``path`` (JSON array or JSONL) in the given or detected format.
+
+    Two different attempts under one id (the same line twice is fine) are an :class:`InputError`."""
     path = Path(path)
     if fmt not in FORMATS:
-        raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    if not path.is_file():
-        raise InputError(path, "no such file")
+        raise InputError("--format", f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     attempts: list[Attempt] = []
+    first: dict[str, tuple[int, Attempt]] = {}
     for line, obj in _records(path):
         kind = detect_format(obj) if fmt == "auto" else fmt
         if fmt == "auto":
             fmt = kind  # one file, one format: later records are held to the first one's
-        if kind == "quantmedic":
-            attempts.append(validate_record(Attempt, obj, path, line))
-        elif kind == "processbench":
-            attempts.append(_processbench(obj, path, line))
-        elif kind == "gsm8k-solutions":
-            attempts.extend(_gsm8k_solutions(obj, path, line))
-        else:
-            attempts.append(_text(obj, path, line))
+        explicit = kind == "quantmedic" and bool(obj.get("id"))
+        for attempt in _parse(obj, kind, path, line):
+            _check_repeat(attempt, explicit, line, first, path)
+            attempts.append(attempt)
     if not attempts:
         raise InputError(path, "no records")
     return attempts

@@ -20,6 +20,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from quantmedic.taxonomy.errors import InputError
+from quantmedic.taxonomy.outputs import check_creatable
+
 
 _SECRETS = (
     (re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]{12,}"), r"\1[redacted]"),  # Authorization: Bearer ...
@@ -94,18 +97,47 @@ def request_key(messages: list[dict], model: str, params: dict, schema_sha: str)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def check_cache(path: str | Path) -> Path:
+    """``path`` can be the answer cache: not a folder, not under a file, and SQLite if it exists and is not
+    empty; else an :class:`InputError` (``--cache`` / ``$QUANTMEDIC_CACHE_DIR``). Creates nothing."""
+    path = Path(path)
+    where = "the answer cache (--cache FILE, or $QUANTMEDIC_CACHE_DIR/judge-responses.sqlite)"
+    if path.is_dir():
+        raise InputError(path, f"is a folder, not a file: {where} is an SQLite file")
+    try:
+        with path.open("rb") as handle:
+            header = handle.read(len(SQLITE_HEADER))
+    except (FileNotFoundError, NotADirectoryError):
+        header = None
+    except OSError as error:
+        raise InputError(path, f"cannot read {where}: {error.strerror}") from None
+    if header and header != SQLITE_HEADER:
+        raise InputError(path, f"is not an SQLite file, so it cannot be {where}; choose another --cache")
+    try:
+        check_creatable(path, "--cache")
+    except InputError as error:
+        raise InputError(path, f"{error.message}: {where}") from None
+    return path
+
+
 class ResponseCache:
     """SQLite store of completions. Safe to open from several processes at once (WAL)."""
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
+        self.path = check_cache(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, model TEXT, content TEXT, "
-            "finish_reason TEXT, prompt_tokens INTEGER, completion_tokens INTEGER, created REAL)")
+        try:
+            self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, model TEXT, content TEXT, "
+                "finish_reason TEXT, prompt_tokens INTEGER, completion_tokens INTEGER, created REAL)")
+        except sqlite3.Error as error:
+            raise InputError(self.path, f"cannot open the answer cache ({error}); choose another --cache") from None
 
     def get(self, key: str) -> Completion | None:
         row = self._db.execute("SELECT content, finish_reason, prompt_tokens, completion_tokens FROM responses "

@@ -28,6 +28,7 @@ from quantmedic.taxonomy.records import Attempt, Verdict, content_id
 
 from quantmedic.judge.job import JudgeJob, judge_config, judge_with_progress, open_endpoints, select_attempts
 from quantmedic.judge.figures import reliability_plot, step_confusion_plot
+from quantmedic.judge.preflight import check_job
 
 METRICS_JSON, SUMMARY_MD, PREDICTIONS, VERDICTS = "metrics.json", "summary.md", "predictions.jsonl", "verdicts.jsonl"
 STEPS_PNG, CALIBRATION_PNG = "steps.png", "calibration.png"
@@ -141,11 +142,14 @@ def write_outputs(job: EvalJob, verdicts: list[Verdict], evaluation: MetaEvaluat
 
 
 def run_judge_eval(job: EvalJob, console: Console) -> tuple[MetaEvaluation, dict]:
+    """Judge the labelled data, score the judges and write the report files (the report folder and the
+    cache are checked before anything is read, started or sent)."""
+    check_job(job.judging, job.out_dir, OUTPUTS)
+    if job.escalate_below is not None and len(job.judging.endpoints) < 2:
+        raise InputError("--escalate-below", "needs at least two judges (--base-url and --model twice)")
     attempts = labelled_attempts(job.judging)
     with ExitStack() as stack:
         endpoints = open_endpoints(job.judging, stack, console)
-        if job.escalate_below is not None and len(endpoints) < 2:
-            raise InputError(job.judging.input, "--escalate-below needs at least two judges (--model twice)")
         cache = stack.enter_context(ResponseCache(job.judging.cache))
         if job.escalate_below is None:
             verdicts, _ = asyncio.run(judge_with_progress(job.judging, attempts, endpoints, cache, console))

@@ -1,5 +1,10 @@
 """The batch judging job behind ``quantmedic judge``: read attempts, judge them resumably, write
-verdicts atomically, and report progress and totals."""
+verdicts atomically, and report progress and totals.
+
+A verdict already in the output is never replaced by a worse one: when this run's verdict on an
+item is *unscored* (its requests failed, or were refused) and the file holds an ``ok`` verdict with
+the same id, the ``ok`` one is kept (:func:`merge_verdicts`).
+"""
 
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ from quantmedic.judge.runner import JudgeConfig, JudgeRun, JudgeSpec, RunStats
 from quantmedic.judge.schema import judge_output_schema
 from quantmedic.taxonomy.errors import InputError
 from quantmedic.taxonomy.jsonl import read_records, write_records
+from quantmedic.taxonomy.locks import exclusive_output
 from quantmedic.taxonomy.model import Taxonomy
 from quantmedic.taxonomy.records import Attempt, Verdict
 
@@ -55,6 +61,7 @@ class JudgeJob:
     price_input: float | None = None
     price_output: float | None = None
     embedded_prompt: SystemPrompt = DEFAULT_PROMPT
+    retry_unscored: bool = False
 
 
 def select_attempts(attempts: list[Attempt], include_correct: bool, limit: int | None) -> tuple[list[Attempt], dict]:
@@ -84,6 +91,17 @@ def existing_verdicts(out: Path) -> list[Verdict]:
         return read_records(out, Verdict)
     except InputError as error:
         raise InputError(out, f"exists and is not a verdicts file ({error}); choose another --out") from None
+
+
+def merge_verdicts(earlier: list[Verdict], judged: list[Verdict]) -> tuple[list[Verdict], list[Verdict], int]:
+    """``(kept, final, held)``: the earlier verdicts this run did not redo; this run's verdicts, each
+    unscored one replaced by an earlier ``ok`` verdict with the same id; and how many were so held."""
+    by_id = {v.id: v for v in earlier}
+    final = [by_id[v.id] if v.status != "ok" and v.id in by_id and by_id[v.id].status == "ok" else v
+             for v in judged]
+    judged_ids = {v.id for v in judged}
+    held = sum(a is not b for a, b in zip(final, judged))
+    return [v for v in earlier if v.id not in judged_ids], final, held
 
 
 class _RateColumn(ProgressColumn):
@@ -127,18 +145,23 @@ def run_cost(stats: RunStats, job: JudgeJob) -> float | None:
 
 
 def dry_run(job: JudgeJob, console: Console) -> int:
-    """Render the prompts and the schema of the selected items; send nothing."""
+    """Write the response format and, for the selected items, each judge's messages exactly as they are
+    sent (no wrapping, markup or highlighting): each message's text follows its ``--- role ---`` line
+    and ends with one added newline. Sends nothing."""
     attempts, _ = select_attempts(load_attempts(job.input, job.input_format), job.include_correct, job.limit or 1)
     schema = judge_output_schema(job.taxonomy)
     mode = job.endpoints[0].response_format if job.endpoints else "json_object"  # the embedded llama.cpp
-    console.print_json(json.dumps({"response_format": response_format_for(mode, schema)}))
+    prompts = dict.fromkeys(e.prompt for e in job.endpoints) or {job.embedded_prompt: None}
+    out = console.file
+    out.write(json.dumps({"response_format": response_format_for(mode, schema)}, indent=2) + "\n")
     for attempt in attempts:
-        console.rule(f"attempt {attempt.id} ({len(attempt.steps)} steps)")
-        prompt = job.endpoints[0].prompt if job.endpoints else job.embedded_prompt
-        for message in build_messages(job.taxonomy, schema, attempt,
-                                      system=system_message(job.taxonomy, schema, prompt)):
-            console.print(f"[bold]{message['role']}[/bold]")
-            console.print(message["content"], markup=False, highlight=False)
+        out.write(f"=== attempt {attempt.id} ({len(attempt.steps)} steps) ===\n")
+        for prompt in prompts:
+            for message in build_messages(job.taxonomy, schema, attempt,
+                                          system=system_message(job.taxonomy, schema, prompt)):
+                named = f" (prompt {prompt.name})" if len(prompts) > 1 and message["role"] == "system" else ""
+                out.write(f"--- {message['role']}{named} ---\n{message['content']}\n")
+    out.flush()
     return 0
 
 
@@ -174,9 +197,12 @@ async def judge_with_progress(job: JudgeJob, attempts: list[Attempt], endpoints:
                             unscored=stats.unscored)
 
         run = JudgeRun(judge_config(job, endpoints), cache, backends, concurrency=job.concurrency,
-                       on_item_done=advance)
+                       on_item_done=advance, retry_unscored=job.retry_unscored)
         try:
             verdicts = await run.run(attempts)
+        except BaseException:
+            progress.live.transient = True  # an aborted run's error is its last word, not a stale bar
+            raise
         finally:
             for backend in backends.values():
                 await backend.close()
@@ -186,8 +212,13 @@ async def judge_with_progress(job: JudgeJob, attempts: list[Attempt], endpoints:
 def run_judge_job(job: JudgeJob, console: Console) -> tuple[list[Verdict], RunStats]:
     """Judge, merge with verdicts already in ``job.out``, write atomically; return what was judged."""
     assert job.out is not None
+    with exclusive_output(job.out, "verdicts file"):  # a second judge on the same --out stops at once
+        return _judge_into(job, job.out, console)
+
+
+def _judge_into(job: JudgeJob, out: Path, console: Console) -> tuple[list[Verdict], RunStats]:
     attempts, skipped = select_attempts(load_attempts(job.input, job.input_format), job.include_correct, job.limit)
-    earlier = existing_verdicts(job.out)
+    earlier = existing_verdicts(out)
     if skipped:
         console.print("skipped: " + ", ".join(f"{n} {why}" for why, n in skipped.items()))
     if not attempts:
@@ -196,11 +227,13 @@ def run_judge_job(job: JudgeJob, console: Console) -> tuple[list[Verdict], RunSt
         endpoints = open_endpoints(job, stack, console)
         cache = stack.enter_context(ResponseCache(job.cache))
         verdicts, stats = asyncio.run(judge_with_progress(job, attempts, endpoints, cache, console))
-    new_ids = {v.id for v in verdicts}
-    kept = [v for v in earlier if v.id not in new_ids]
-    write_records(job.out, [*kept, *verdicts])
+    kept, verdicts, held = merge_verdicts(earlier, verdicts)
+    write_records(out, [*kept, *verdicts])
     if kept:
-        console.print(f"kept {len(kept)} earlier verdicts from {job.out}")
+        console.print(f"kept {len(kept)} earlier verdicts from {out}")
+    if held:
+        console.print(f"kept {held} earlier ok verdicts from {out} that this run could not score "
+                      "(it got no valid answer for them)", highlight=False, soft_wrap=True)
     console.print(summary_table(verdicts, stats, job))
-    console.print(f"wrote {len(kept) + len(verdicts)} verdicts to {job.out}")
+    console.print(f"wrote {len(kept) + len(verdicts)} verdicts to {out}")
     return verdicts, stats

@@ -2,21 +2,27 @@
 defaults from :class:`JudgeSettings`, and a study config's ``judge:`` section embeds it.
 
 :func:`build_job` is the one builder of a :class:`~quantmedic.judge.job.JudgeJob`.
+
+An endpoint is an ``http://`` or ``https://`` URL with a host (anything else is refused when the
+settings are made). The API key is read from ``api_key_env``: when that variable is unset or empty,
+:func:`missing_key_warning` says so, and :func:`build_job` refuses to send key-less requests to any
+host that is not this machine (127.0.0.0/8, ``localhost``, ``::1``).
 """
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from quantmedic.taxonomy.errors import FieldError
+from quantmedic.taxonomy.errors import FieldError, InputError
 from quantmedic.taxonomy.model import Taxonomy
 
 from .backend import Endpoint, api_key_from_env
-from .cache import default_cache_path
+from .cache import default_cache_path, redact
 from .job import JudgeJob
 from .prompt import DEFAULT_PROMPT, load_prompt
 from .retry import RetryPolicy
@@ -32,7 +38,10 @@ class JudgeSettings(BaseModel):
         "--model, or one per --model. None: start the embedded SmolLM2 judge."))
     models: list[str] = Field(default_factory=list, description=(
         "Judge model name; repeat for several judges (the verdict keeps each answer and the majority)."))
-    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the API key (never logged).")
+    api_key_env: str = Field("OPENAI_API_KEY", description=(
+        "Environment variable holding the API key (never logged; redacted from every message, verdict and cache "
+        "row, as is anything shaped like a bearer token or sk- key). Unset or empty: a warning, and the run is "
+        "refused unless every --base-url is on this machine (127.0.0.0/8, localhost, ::1)."))
     samples: int = Field(1, ge=1, description="Answers per judge per item (k samples, majority vote); use a "
                                               "temperature above 0.")
     temperature: float = Field(0.0, ge=0.0)
@@ -57,11 +66,32 @@ class JudgeSettings(BaseModel):
         "{none}); one for all, or one per --model, e.g. the same model twice with two prompts to compare them."))
     price_input: float | None = Field(None, description="USD per million prompt tokens, for the cost.")
     price_output: float | None = Field(None, description="USD per million completion tokens.")
+    retry_unscored: bool = Field(False, description=(
+        "Re-ask the judges whose cached answers were invalid (unparsable, off-schema, truncated), as a new "
+        "sample: a new seed (seed + 1000000 x round) and a new cache entry, once per run (and with the usual "
+        "--invalid-retries). The invalid answers stay in the cache for audit; the new answer replaces the "
+        "unscored verdict, and later runs, with or without this flag, use the newest cached sample. Failed "
+        "requests (HTTP errors, timeouts) are never cached and are re-sent by any rerun. At temperature 0 a "
+        "deterministic server may give the same answer again."))
 
     @field_validator("base_url", mode="before")
     @classmethod
     def _one_or_many(cls, value: object) -> object:
         return [] if value is None else [value] if isinstance(value, str) else value
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_urls(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            try:
+                parts = urlsplit(url)
+                parts.port  # noqa: B018 (raises on a port that is not a number)
+            except ValueError:
+                parts = None
+            if parts is None or parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"{redact(url)!r} is not an http:// or https:// URL with a host (for example "
+                                 "http://127.0.0.1:8000/v1 or https://api.openai.com/v1)")
+        return urls
 
     @model_validator(mode="after")
     def _judges(self) -> JudgeSettings:
@@ -93,13 +123,60 @@ def endpoints_of(settings: JudgeSettings) -> tuple[Endpoint, ...]:
     on_several_servers = {m for m in settings.models if len({u for u, mm, _ in judges if mm == m}) > 1}
     key = api_key_from_env(settings.api_key_env)
     return tuple(Endpoint(base_url=url, model=m, api_key=key, response_format=settings.response_format, prompt=p,
-                          name=f"{m}@{urlsplit(url).netloc}" if m in on_several_servers else "")
+                          name=f"{m}@{_host(url)}" if m in on_several_servers else "")
                  for url, m, p in judges)
 
 
+def _host(url: str) -> str:
+    """``host:port`` of ``url``, without any user name or password."""
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+
+
+def is_local_url(url: str) -> bool:
+    """Whether ``url`` names this machine: 127.0.0.0/8, ``::1``, ``localhost`` (or a ``*.localhost`` name).
+
+    >>> [is_local_url(u) for u in ("http://127.0.0.5:8000/v1", "http://[::1]/v1", "http://localhost/v1",
+    ...                            "https://api.openai.com/v1", "http://10.0.0.2/v1")]
+    [True, True, True, False, False]
+    """
+    host = (urlsplit(url).hostname or "").rstrip(".").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def missing_key_warning(settings: JudgeSettings) -> str | None:
+    """A one-line warning when judges are configured but ``api_key_env`` is unset or empty (for local servers
+    only when a variable other than the default was named: likely a typo); else None."""
+    if not settings.base_url or api_key_from_env(settings.api_key_env):
+        return None
+    remote = [u for u in settings.base_url if not is_local_url(u)]
+    if not remote and settings.api_key_env == JudgeSettings.model_fields["api_key_env"].default:
+        return None  # the default variable unset, and only local servers: the usual local set-up, not a typo
+    return (f"{settings.api_key_env} (--api-key-env) is not set: requests go without an API key"
+            + (f", which {redact(remote[0])} will refuse" if remote else " (fine for a local server without one)"))
+
+
+def require_api_key(settings: JudgeSettings) -> None:
+    """Refuse (:class:`InputError`, exit 2 on the command line) to send key-less requests off this machine."""
+    remote = [u for u in settings.base_url if not is_local_url(u)]
+    if remote and not api_key_from_env(settings.api_key_env):
+        raise InputError("--api-key-env", f"{settings.api_key_env} is not set (or empty), and {redact(remote[0])} is "
+                         f"not on this machine: export {settings.api_key_env}=..., or name the variable that holds "
+                         "the key with --api-key-env")
+
+
 def build_job(settings: JudgeSettings, *, input: Path, out: Path | None, taxonomy: Taxonomy, cache: Path | None = None,
-              input_format: str = "auto", limit: int | None = None, include_correct: bool = False) -> JudgeJob:
-    """The job that judges ``input`` into ``out`` with these settings."""
+              input_format: str = "auto", limit: int | None = None, include_correct: bool = False,
+              require_key: bool = True) -> JudgeJob:
+    """The job that judges ``input`` into ``out`` with these settings (``require_key=False`` for a job that
+    sends nothing, such as a dry run: see :func:`require_api_key`)."""
+    if require_key:
+        require_api_key(settings)
     endpoints = endpoints_of(settings)
     embedded_prompt = load_prompt(settings.prompts[0]) if settings.prompts and not endpoints else DEFAULT_PROMPT
     return JudgeJob(
@@ -109,4 +186,4 @@ def build_job(settings: JudgeSettings, *, input: Path, out: Path | None, taxonom
         policy=RetryPolicy(max_retries=settings.max_retries, max_delay=settings.max_delay),
         invalid_retries=settings.invalid_retries, transport=settings.transport, cache=cache or default_cache_path(),
         limit=limit, include_correct=include_correct, price_input=settings.price_input,
-        price_output=settings.price_output, embedded_prompt=embedded_prompt)
+        price_output=settings.price_output, embedded_prompt=embedded_prompt, retry_unscored=settings.retry_unscored)

@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from quantmedic.judge.adapters import load_attempts
-from quantmedic.taxonomy.errors import InputError
+from quantmedic.taxonomy.errors import InputError, read_text
 from quantmedic.taxonomy.jsonl import read_records
 from quantmedic.taxonomy.records import Attempt, ChosenSource, Problem, Review, Verdict
 
@@ -178,7 +178,13 @@ def read_report(medicine_dir: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise InputError(medicine_dir, "is not a medicine folder (no medicine.json); build one with "
                                        "`quantmedic medicine build`")
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        report = json.loads(read_text(path, "medicine report"))
+    except json.JSONDecodeError as error:
+        raise InputError(path, f"not valid JSON ({error.msg}): rebuild the medicine", line=error.lineno) from None
+    if not isinstance(report, dict) or not isinstance(report.get("problem_keys"), list):
+        raise InputError(path, "is not a medicine report (no problem_keys): rebuild the medicine", field="problem_keys")
+    return report
 
 
 class EmptyMedicine(InputError):

@@ -1,17 +1,22 @@
 """JSON Lines readers and writers for the shared records.
 
-Readers raise :class:`InputError` naming the file, the 1-based line and the field; writers write to a
-temporary file in the same folder and rename it into place, so a crash never leaves half a file.
+Readers raise :class:`InputError` naming the file, the 1-based line and the field (undecodable
+bytes included); writers write to a temporary file in the same folder and rename it into place, so
+a crash never leaves half a file. A written file gets the mode of the file it replaces (a new one:
+the umask's), and a temporary file left by a killed writer is removed by the next write of the same
+file.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import stat
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -20,15 +25,36 @@ from .errors import InputError, pydantic_error_field
 M = TypeVar("M", bound=BaseModel)
 
 
+def open_input(path: str | Path) -> BinaryIO:
+    """``path`` opened for reading bytes; a folder, a missing or an unreadable file is an :class:`InputError`."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(path, "is a folder, not a file")
+    try:
+        return path.open("rb")
+    except FileNotFoundError:
+        raise InputError(path, "no such file") from None
+    except OSError as exc:
+        raise InputError(path, f"cannot read: {exc.strerror}") from None
+
+
+def decode_line(data: bytes, path: str | Path, number: int) -> str:
+    """One line's bytes as UTF-8 text; undecodable bytes are an :class:`InputError` at that line."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(path, f"not UTF-8 text (byte 0x{data[exc.start]:02x} at column {exc.start + 1})",
+                         line=number) from None
+
+
 def iter_json_lines(path: str | Path) -> Iterator[tuple[int, dict]]:
     """Yield ``(line_number, object)`` for each non-blank line; bad JSON raises :class:`InputError`."""
     path = Path(path)
-    try:
-        handle = path.open(encoding="utf-8")
-    except OSError as exc:
-        raise InputError(path, f"cannot read: {exc.strerror}") from None
-    with handle:
-        for number, line in enumerate(handle, start=1):
+    with open_input(path) as handle:
+        for number, raw in enumerate(handle, start=1):
+            line = decode_line(raw, path, number)
+            if number == 1:
+                line = line.removeprefix("\ufeff")  # a UTF-8 byte-order mark
             if not line.strip():
                 continue
             try:
@@ -58,12 +84,73 @@ def dump_line(record: BaseModel) -> str:
     return record.model_dump_json(exclude_none=False) + "\n"
 
 
+def repair_tail(path: str | Path) -> None:
+    """Cut a last line left half-written by a crash (everything before it stays)."""
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    with path.open("rb+") as handle:
+        data = handle.read()
+        if not data.endswith(b"\n"):
+            handle.truncate(data.rfind(b"\n") + 1)
+
+
+def umask() -> int:
+    """The process's umask (read without changing it where /proc says it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def new_file_mode(path: Path) -> int:
+    """The mode a rewritten ``path`` gets: the existing file's, else what ``open()`` would give (0666 - umask)."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return 0o666 & ~umask()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temps(path: Path) -> None:
+    """Remove the temporary files of ``path`` that a writer killed mid-write left (their process is gone)."""
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)-[a-z0-9_]+\.tmp")
+    try:
+        candidates = [p for p in path.parent.iterdir() if p.name.startswith(f".{path.name}.")]
+    except OSError:
+        return
+    for candidate in candidates:
+        match = pattern.fullmatch(candidate.name)
+        if match and int(match.group(1)) != os.getpid() and not _alive(int(match.group(1))):
+            candidate.unlink(missing_ok=True)
+
+
 def write_atomic(path: str | Path, text_chunks: Iterable[str]) -> Path:
-    """Write ``text_chunks`` to ``path`` atomically (temp file in the same folder, fsync, rename)."""
+    """Write ``text_chunks`` to ``path`` atomically (temp file in the same folder, fsync, rename).
+
+    The file keeps the mode of the one it replaces (a new file: 0666 less the umask); the temp file
+    is named after this process, so the next write removes it if this one is killed half way."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temps(path)
+    mode = new_file_mode(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             for chunk in text_chunks:
                 handle.write(chunk)

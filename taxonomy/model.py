@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .errors import parse_yaml_mapping, read_text, validation_error
+from .errors import FieldError, parse_yaml_mapping, read_text, validation_error
 
 NO_ERROR = "none"
 """Category and subtype id a judge gives when it finds no wrong step."""
@@ -51,14 +51,16 @@ class Taxonomy(BaseModel):
 
     @model_validator(mode="after")
     def _ids_unique_and_unreserved(self) -> "Taxonomy":
-        seen: set[str] = set()
-        for category in self.categories:
-            for ident in (category.id, *(s.id for s in category.subtypes)):
+        seen: dict[str, str] = {}
+        for i, category in enumerate(self.categories):
+            located = [(f"categories.{i}.id", category.id),
+                       *((f"categories.{i}.subtypes.{j}.id", s.id) for j, s in enumerate(category.subtypes))]
+            for where, ident in located:
                 if ident in RESERVED_IDS:
-                    raise ValueError(f'id "{ident}" is reserved by quantmedic')
+                    raise FieldError(where, f'id "{ident}" is reserved by quantmedic')
                 if ident in seen:
-                    raise ValueError(f'id "{ident}" is used twice; ids must be unique')
-                seen.add(ident)
+                    raise FieldError(where, f'id "{ident}" is used twice (first at {seen[ident]}); ids must be unique')
+                seen[ident] = where
         return self
 
     @property

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .jsonl import write_atomic
+from .outputs import check_output_folder
 from .records import Attempt, PreferencePair, Problem, Review, Verdict
 
 RECORDS = {"problem": Problem, "attempt": Attempt, "verdict": Verdict, "review": Review,
@@ -27,12 +29,13 @@ def record_schemas() -> dict[str, dict]:
 
 
 def write_schemas(folder: str | Path) -> list[Path]:
-    """Write ``<name>.schema.json`` for each record into ``folder``."""
+    """Write ``<name>.schema.json`` for each record into ``folder`` (created if missing; each file atomically).
+    A ``folder`` that is a file, or a schema name taken by a folder, is an :class:`InputError` before anything is
+    written."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    check_output_folder(folder, flag="FOLDER", files=[f"{name}.schema.json" for name in RECORDS])
     written = []
     for name, schema in record_schemas().items():
-        path = folder / f"{name}.schema.json"
-        path.write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        written.append(path)
+        text = json.dumps(schema, indent=2, sort_keys=True) + "\n"
+        written.append(write_atomic(folder / f"{name}.schema.json", [text]))
     return written

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -70,3 +71,26 @@ def test_a_second_study_run_on_the_same_folder_exits_1_with_one_line(holder, tmp
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and "being written by pid" in lines[0] and "Traceback" not in run.stderr
     assert sorted(p.name for p in folder.iterdir()) == before and (folder / "state.json").read_text() == "{}\n"
+
+
+def test_two_judges_on_one_out_the_second_exits_1_and_no_verdict_is_lost(tmp_path):
+    """The first `quantmedic judge` holds --out while it works (a slow real HTTP server answers); a second
+    one on the same --out stops at once with one line; the first writes all its verdicts."""
+    from .support.servers import fault_server
+
+    out, env = tmp_path / "verdicts.jsonl", {**os.environ, "COLUMNS": "80", "QUANTMEDIC_LOCK_DIR": str(tmp_path / "l")}
+    with fault_server("--latency", "0.5", "--slots", "1") as slow:
+        slow.script([])
+        args = [sys.executable, "-m", "quantmedic.pipelines.cli", "judge", "gsm8k-solutions", "--limit", "6",
+                "--base-url", slow.base_url, "--model", "fault", "--concurrency", "1", "--out", str(out),
+                "--cache", str(tmp_path / "c.sqlite")]
+        first = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+        deadline = time.monotonic() + 60
+        while not slow.requests() and time.monotonic() < deadline:  # the first is judging
+            time.sleep(0.1)
+        second = subprocess.run(args, capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+        first_err = first.communicate(timeout=120)[1]
+    assert second.returncode == 1 and "being written by pid" in second.stderr, second.stderr
+    assert len(second.stderr.strip().splitlines()) == 1 and "Traceback" not in second.stderr
+    assert first.returncode == 0, first_err
+    assert len(out.read_text().splitlines()) == 6

@@ -52,3 +52,25 @@ def test_nothing_to_do_bad_settings_and_workers_that_cannot_start():
         run_pool(square, [1], on_failure=failed, timeout=0)
     with pytest.raises(PoolError, match="exit code 5"):
         run_pool(square, [1, 2], on_failure=failed, setup=exit_at_start)
+
+
+def test_each_result_is_handed_over_as_it_comes():
+    """``on_result`` gets every item's result once, as it finishes (how ``grade`` saves each one at once)."""
+    items = [3, -2, 1, -3, 2]
+    came: list[tuple[int, object]] = []
+    results = run_pool(square, items, on_failure=failed, workers=2, timeout=5.0,
+                       on_result=lambda index, result: came.append((index, result)))
+    assert sorted(came) == sorted(enumerate(results)) and len(came) == len(items)
+
+
+def test_ctrl_c_reaches_only_this_process_not_the_fork_server():
+    """The fork server (and so every worker) starts with Ctrl-C ignored: Ctrl-C while workers start is this
+    process's KeyboardInterrupt, never a worker's or the server's traceback (BrokenPipeError, KeyboardInterrupt)."""
+    import signal
+    from multiprocessing import forkserver
+
+    run_pool(square, [2], on_failure=failed, workers=1)
+    pid = forkserver._forkserver._forkserver_pid
+    with open(f"/proc/{pid}/status") as status:
+        ignored = int(next(line for line in status if line.startswith("SigIgn:")).split()[1], 16)
+    assert ignored & (1 << (signal.SIGINT - 1))

@@ -46,7 +46,11 @@ def test_config_errors_name_file_line_and_field(tmp_path):
     result = cli("run", unknown, "--check")
     assert result.returncode == 2 and '"trainng"' in result.stderr
     assert cli("run", EXAMPLE, "--check", "--set", "medicine.budget=0").returncode == 2
-    assert cli("run", EXAMPLE, "--check").returncode == 0
+    model = tiny_model()  # --check also checks the folders the config names: the example's model must be there
+    result = cli("run", EXAMPLE, "--check", "--set", f"model.path={model}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    missing = cli("run", EXAMPLE, "--check", "--set", "model.path=./no-model-here", cwd=tmp_path)
+    assert missing.returncode == 2 and 'field "model.path"' in missing.stderr
 
 
 @pytest.mark.slow

@@ -6,20 +6,34 @@ prints; :func:`main` turns the library's errors into one line and a documented e
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 
-import typer
+
+def _interrupted_while_loading(*_) -> None:
+    sys.exit(130)  # Ctrl-C while the command line is still loading: quietly, no traceback
+
+
+_LOADING = threading.current_thread() is threading.main_thread()
+_SIGINT = signal.signal(signal.SIGINT, _interrupted_while_loading) if _LOADING else None
+
+import typer  # noqa: E402 (after the Ctrl-C handler, which must cover the imports)
 from rich.markup import escape
 
 from quantmedic.annotate.connection import AnnotateError
 from quantmedic.annotate.server import ArgillaServerError
 from quantmedic.judge.embedded import EmbeddedJudgeUnavailable
 from quantmedic.judge.runner import JudgeRunAborted
+from quantmedic.pipelines.evaluation.pool import PoolError
 from quantmedic.taxonomy.errors import InputError
 from quantmedic.taxonomy.locks import OutputLocked
 
 from . import annotate, evaluation, info, judge, medicine, models, study, training
-from .console import EXIT_ABORTED, EXIT_BAD_INPUT, stderr
+from .console import EXIT_ABORTED, EXIT_BAD_INPUT, error as print_error, stderr
+
+if _LOADING:
+    signal.signal(signal.SIGINT, _SIGINT)
 
 app = typer.Typer(
     name="quantmedic", no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode="rich", add_completion=False,
@@ -40,9 +54,12 @@ def main() -> None:
     """Console-script entry point: clear one-line errors and documented exit codes."""
     try:
         app()  # standalone: usage errors print themselves and exit 2
-    except (InputError, EmbeddedJudgeUnavailable, AnnotateError, ArgillaServerError) as error:
-        stderr.print(f"[red]error:[/red] {escape(str(error))}", highlight=False, soft_wrap=True)
+    except (InputError, EmbeddedJudgeUnavailable, AnnotateError, ArgillaServerError) as bad:
+        print_error(str(bad))
         sys.exit(EXIT_BAD_INPUT)
+    except PoolError as broken:
+        print_error(f"{broken}; nothing was lost: rerun the same command")
+        sys.exit(EXIT_ABORTED)
     except OutputLocked as error:
         stderr.print(f"[red]error:[/red] {escape(str(error))}", highlight=False, soft_wrap=True)
         sys.exit(EXIT_ABORTED)
@@ -50,7 +67,15 @@ def main() -> None:
         stderr.print(f"[red]error:[/red] the judge endpoint refused the request ({escape(str(error))}); check "
                      "--base-url, --model and the API key variable", highlight=False, soft_wrap=True)
         sys.exit(EXIT_ABORTED)
+    except SystemExit as done:
+        if done.code == 130:  # typer turns Ctrl-C into exit 130, silently
+            _say_interrupted()
+        raise
     except KeyboardInterrupt:
-        stderr.print("interrupted: answers received so far are cached; rerun the same command to resume")
+        _say_interrupted()
         sys.exit(130)
 
+
+def _say_interrupted() -> None:
+    stderr.print("interrupted: what was finished is kept (judge answers are cached, attempts generated or graded are "
+                 "on disk); rerun the same command to resume", highlight=False, soft_wrap=True)

@@ -11,14 +11,15 @@ import typer
 from quantmedic.annotate.connection import ArgillaTarget
 from quantmedic.annotate.pull import pull
 from quantmedic.annotate.push import PushSettings, plan_push, push
-from quantmedic.annotate.report import write_report
+from quantmedic.annotate.report import REPORT_FILES, write_report
 from quantmedic.annotate.server import DEFAULT_VENV, install_server_env, serve
 from quantmedic.taxonomy.errors import InputError
 from quantmedic.taxonomy.jsonl import read_records, write_records
 from quantmedic.taxonomy.model import load_taxonomy
+from quantmedic.taxonomy.outputs import check_output_file, check_output_folder
 from quantmedic.taxonomy.records import Review, Verdict
 
-from .console import build_settings, described, stderr
+from .console import build_settings, described, require, stderr
 from .judge import TaxonomyFile
 
 P = PushSettings()
@@ -56,11 +57,12 @@ def annotate_push(
 
     Record ids are the verdict ids: pushing again updates records instead of duplicating them.
     """
+    require(("argilla",), "annotate")
     settings = build_settings(PushSettings, sample=sample, stratify=stratify, seed=seed, max_steps=max_steps,
                               include_degenerate=include_degenerate, overlap=overlap)
+    loaded, vocabulary = read_records(verdicts, Verdict), load_taxonomy(taxonomy)  # the files before connecting
     target = ArgillaTarget.from_options(api_url, api_key, workspace)
-    plan = plan_push(read_records(verdicts, Verdict), settings)
-    summary = push(target, dataset, plan, load_taxonomy(taxonomy), settings, console=stderr)
+    summary = push(target, dataset, plan_push(loaded, settings), vocabulary, settings, console=stderr)
     skipped = ", ".join(f"{n} {why}" for why, n in summary["skipped"].items()) or "none"
     stderr.print(f"{'created' if summary['created'] else 'updated'} dataset {summary['dataset']} in workspace "
                   f"{summary['workspace']}: {summary['records']} records pushed (skipped: {skipped})\n"
@@ -71,13 +73,19 @@ def annotate_push(
 def annotate_pull(
     dataset: DatasetName,
     verdicts: Annotated[Path, typer.Option(help="The verdicts file that was pushed (reviews are joined to it).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Reviews JSONL to write (atomically).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Reviews JSONL to write (atomically; not the verdicts file). Checked before Argilla is asked anything.")],
     api_url: ApiUrl = None, api_key: ApiKey = None, workspace: Workspace = None,
     attach_verdicts: Annotated[bool, typer.Option(help="Embed each full verdict in its review.")] = False,
 ) -> None:
-    """Export submitted responses as reviews (one per annotator and record); drafts and discarded are counted."""
+    """Export submitted responses as reviews (one per annotator and record); drafts and discarded are counted.
+
+    --out is checked and --verdicts read before Argilla is asked anything; --out must not be the verdicts file.
+    """
+    require(("argilla",), "annotate")
+    check_output_file(out, inputs=[verdicts], what="reviews")
+    pushed = read_records(verdicts, Verdict)
     target = ArgillaTarget.from_options(api_url, api_key, workspace)
-    reviews, counts = pull(target, dataset, read_records(verdicts, Verdict), attach_verdicts=attach_verdicts)
+    reviews, counts = pull(target, dataset, pushed, attach_verdicts=attach_verdicts)
     write_records(out, reviews)
     per = ", ".join(f"{a}: {n}" for a, n in sorted(counts.submitted.items())) or "none"
     stderr.print(f"{counts.records} records: {sum(counts.submitted.values())} submitted reviews ({per}); "
@@ -88,9 +96,10 @@ def annotate_pull(
 @annotate_app.command("report")
 def annotate_report(
     reviews: Annotated[Path, typer.Argument(help="Reviews JSONL from `quantmedic annotate pull`.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for report.json, report.md and the PNGs.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for report.json, report.md and the PNGs (not a file; those names must be free of folders and of the reviews file).")],
 ) -> None:
     """Diagnostic accuracy of the judge with 95% Wilson intervals, breakdowns, confusion and agreement."""
+    check_output_folder(out, files=REPORT_FILES, inputs=[reviews])
     loaded = read_records(reviews, Review)
     if not loaded:
         raise InputError(reviews, "no reviews: nothing was submitted yet")
@@ -103,7 +112,7 @@ def annotate_report(
 def annotate_serve(
     home: Annotated[Path, typer.Option(help="Folder for the database, logs and accounts.json (reused on restart).")]
         = Path("~/.local/share/quantmedic/argilla"),
-    port: Annotated[int, typer.Option(help="Port of the web UI and API.")] = 6900,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port of the web UI and API.")] = 6900,
     annotators: Annotated[int, typer.Option(min=0, help="Annotator accounts to create.")] = 2,
     python: Annotated[Optional[Path], typer.Option(help="Python of the argilla-server environment (default: "
         "$QUANTMEDIC_ARGILLA_PYTHON, else ~/.cache/quantmedic/argilla-venv).")] = None,
@@ -111,6 +120,10 @@ def annotate_serve(
         "osmem-server, click<8.2; about 90 s, from PyPI).")] = False,
 ) -> None:
     """Start a local Argilla (argilla-server 2.8 on SQLite, osmem as its search engine, Debian's redis-server) for annotators on a laptop; print the URL and the owner's and annotators' credentials; stop everything on Ctrl-C."""
+    check_output_folder(home.expanduser(), flag="--home")
+    if python is not None and not install and not python.expanduser().is_file():
+        raise InputError(python, "no such file: --python takes the python of an argilla-server environment "
+                                 "(or add --install to create one there)", field="--python")
     if install:
         stderr.print(f"creating the Argilla server environment in {python or DEFAULT_VENV} ...")
         python = install_server_env(python.parent.parent if python else DEFAULT_VENV)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
 from pydantic import BaseModel, ValidationError
 from rich.console import Console
+from rich.markup import escape
 
-from quantmedic.taxonomy.errors import pydantic_error_field
+from quantmedic.taxonomy.errors import InputError, pydantic_error_field
 
 stderr = Console(stderr=True)
 stdout = Console()
@@ -41,12 +44,17 @@ class Commands:
 
 
 def require(modules: tuple[str, ...], extra: str) -> None:
-    """Exit 2 with the install line when an optional dependency is missing."""
+    """Exit 2 with the install line (one line, the extra's brackets shown) when an optional dependency is missing."""
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
-        stderr.print(f"[red]error:[/red] this command needs {', '.join(missing)}: pip install "
-                     f"\"quantmedic[{extra}]\"", highlight=False)
+        error(f'this command needs {", ".join(missing)}: pip install "quantmedic[{extra}]"')
         raise typer.Exit(EXIT_BAD_INPUT)
+
+
+def error(message: str) -> None:
+    """Print ``error: MESSAGE`` on stderr as one line, whatever the width (the message is shown as is, never
+    as markup; line breaks inside it become spaces)."""
+    stderr.print(f"[red]error:[/red] {escape(' '.join(message.split()))}", highlight=False, soft_wrap=True)
 
 
 def split_csv(value: str) -> tuple[str, ...]:
@@ -76,3 +84,46 @@ def build_settings(settings: type[S], flags: Mapping[str, str] | None = None, **
         field = pydantic_error_field(first).split(".")[0].replace("<record>", "")
         flag = (flags or {}).get(field, "--" + field.replace("_", "-")) if field else None
         raise typer.BadParameter(first["msg"].removeprefix("Value error, "), param_hint=flag) from None
+
+
+@contextmanager
+def hub_errors(name: str) -> Iterator[None]:
+    """A model or data set that is not here and that the Hugging Face Hub cannot give (no network, no such repo,
+    no access) becomes one line naming it, instead of the loader's traceback."""
+    try:
+        yield
+    except OSError as failure:
+        text = str(failure)
+        if "huggingface.co" not in text and "Hugging Face" not in text:
+            raise
+        first = next((line.strip() for line in text.splitlines() if line.strip()), type(failure).__name__)
+        raise InputError(name, f"cannot be loaded: it is not a folder here, and the Hugging Face Hub gave no such "
+                               f"model ({first})") from None
+
+
+@contextmanager
+def endpoint_errors(base_url: str | None) -> Iterator[None]:
+    """An OpenAI-compatible endpoint that cannot be reached or refuses (after the SDK's retries) becomes one line
+    naming it, and exit 1."""
+    import openai
+
+    try:
+        yield
+    except (openai.APIConnectionError, openai.APIStatusError) as failure:
+        status = getattr(failure, "status_code", None)
+        why = f"HTTP {status}" if status else type(failure).__name__
+        error(f"the endpoint {base_url} refused or cannot be reached ({why}: {failure}); check --base-url, "
+              "--model-name and the API key variable")
+        raise typer.Exit(EXIT_ABORTED) from None
+
+
+@contextmanager
+def no_new_empty_file(path: Path) -> Iterator[None]:
+    """If the block fails, an output file it created and left empty is removed (a refused run leaves nothing)."""
+    existed = path.exists()
+    try:
+        yield
+    except BaseException:
+        if not existed and path.is_file() and path.stat().st_size == 0:
+            path.unlink()
+        raise

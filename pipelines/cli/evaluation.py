@@ -21,17 +21,22 @@ from quantmedic.judge.adapters import load_attempts
 from quantmedic.medicine.build import read_report
 from quantmedic.taxonomy.errors import InputError
 from quantmedic.taxonomy.jsonl import read_records
+from quantmedic.taxonomy.outputs import check_output_file, check_output_folder
 from quantmedic.taxonomy.records import Attempt, Verdict
 
 from quantmedic.pipelines.data import resolve_input
+from quantmedic.pipelines.evaluation import compare as C, recovery as R
 from quantmedic.pipelines.evaluation.compare import PairingError, load_graded, to_markdown, write_comparison
-from quantmedic.pipelines.evaluation.grading import Agreement, summarize, write_graded
+from quantmedic.pipelines.evaluation.graded_file import grade_into
+from quantmedic.pipelines.evaluation.grading import Agreement, summarize
 from quantmedic.pipelines.evaluation.grading import check_gsm8k as gsm8k_agreement  # --check-gsm8k is a flag
 from quantmedic.pipelines.evaluation.recovery import evaluate_recovery, write_recovery
 
 from .console import EXIT_CHECK_FAILED, Commands, stderr
 
 AGREEMENT_TARGET = 0.99
+COMPARE_FILES = (C.COMPARISON_JSON, C.COMPARISON_MD, C.ACCURACY_BY_SUBJECT_PNG, C.ACCURACY_BY_LEVEL_PNG, C.FLIPS_PNG,
+                 C.FLIPPED_FAILURES, C.ALL_FAILURES)
 
 commands = Commands()
 evaluate_commands = Commands()
@@ -43,7 +48,11 @@ def _progress(description: str, total: int | None = None) -> Iterator[Callable[[
     with Progress(TextColumn(f"[bold]{description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
                   TimeRemainingColumn(), console=stderr, transient=False) as progress:
         task = progress.add_task(description, total=total)
-        yield lambda done, total: progress.update(task, completed=done, total=total)
+        try:
+            yield lambda done, total: progress.update(task, completed=done, total=total)
+        except BaseException:
+            progress.live.transient = True  # a refused run's error is its only line, not a stale bar
+            raise
 
 
 def summary_table(graded: list[Attempt]) -> Table:
@@ -87,9 +96,8 @@ def _print_agreement(result: Agreement) -> bool:
     return ok
 
 
-def _load(attempts: str, input_format: str) -> list[Attempt]:
+def _load(path: Path, input_format: str) -> list[Attempt]:
     """The attempts to grade; a format that does not fit is a usage error on --format."""
-    path = resolve_input(attempts)
     try:
         return load_attempts(path, input_format)
     except ValueError as error:
@@ -103,9 +111,12 @@ def _load(attempts: str, input_format: str) -> list[Attempt]:
 def grade(
     attempts: Annotated[Optional[str], typer.Argument(
         help="Attempts to grade: quantmedic JSONL (e.g. from generation), any format `quantmedic judge` reads, "
-             "or a shipped name such as gsm8k-solutions. Optional with --check-gsm8k.")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Graded attempts JSONL to write "
-                                                                    "(atomically).")] = None,
+             "or a shipped name such as gsm8k-solutions (two different attempts under one id are refused). "
+             "Optional with --check-gsm8k.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Graded attempts JSONL (not the input). Each "
+        "attempt is appended as it is graded, so a killed run loses nothing; a rerun keeps the attempts already "
+        "graded there and grades the rest; the finished file holds the input's attempts in its order. An --out "
+        "holding attempts that are not in the input is refused (remove it to grade anew).")] = None,
     workers: Annotated[int, typer.Option(min=1, help="Grading processes.")] = 2,
     timeout: Annotated[float, typer.Option(min=0.1, help="Seconds per attempt; a slower one is killed and "
                                                          "recorded as 'ungradable: timeout'.")] = 5.0,
@@ -116,17 +127,21 @@ def grade(
 ) -> None:
     """[bold]Grade[/bold] attempts: extract the final answer and check it against the reference with math-verify.
 
-    Sets each attempt's correct, final_answer and grading (replacing any earlier grade). An attempt whose check hangs or crashes is recorded as ungradable (correct: null) and the run goes on.
+    Sets each attempt's correct, final_answer and grading (replacing any grade the input carries). An attempt whose check hangs or crashes is recorded as ungradable (correct: null) and the run goes on. Resumable: see --out.
     """
     if attempts is None and not check_gsm8k:
         raise typer.BadParameter("give the attempts to grade (or --check-gsm8k)", param_hint="ATTEMPTS")
     if attempts is not None and out is None:
         raise typer.BadParameter("say where the graded attempts go", param_hint="--out")
     if attempts is not None:
-        loaded = _load(attempts, input_format)
+        source = resolve_input(attempts)
+        check_output_file(out, inputs=[source], what="graded attempts")  # type: ignore[arg-type]
+        loaded = _load(source, input_format)
         with _progress("grading", len(loaded)) as progress:
-            graded = write_graded(loaded, out, workers=workers, timeout=timeout,  # type: ignore[arg-type]
-                                  progress=progress)
+            run = grade_into(loaded, out, workers=workers, timeout=timeout, progress=progress)  # type: ignore[arg-type]
+        graded = run.graded
+        if run.kept:
+            stderr.print(f"kept {run.kept} attempts already graded in {out}", highlight=False)
         stderr.print(summary_table(graded))
         if (line := _ungradable_line(graded)) is not None:
             stderr.print(f"ungradable: {escape(line)}", highlight=False)
@@ -144,7 +159,8 @@ def grade(
 def compare_command(
     fp_attempts: Annotated[Path, typer.Argument(help="Graded attempts of the full-precision model (JSONL).")],
     quant_attempts: Annotated[Path, typer.Argument(help="Graded attempts of the quantized model (JSONL).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the report files.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the report files (checked first: not a file, "
+                                                          "and none of its files may be an input).")],
     fp_label: Annotated[Optional[str], typer.Option(help="Name of the full-precision side "
                                                          "(default: its model).")] = None,
     quant_label: Annotated[Optional[str], typer.Option(help="Name of the quantized side (default: its model "
@@ -155,6 +171,7 @@ def compare_command(
     The quantized attempts that went right → wrong are written to flipped_failures.jsonl, ready for
     `quantmedic judge`.
     """
+    check_output_folder(out, files=COMPARE_FILES, inputs=[fp_attempts, quant_attempts], what="comparison")
     fp, quant = load_graded(fp_attempts), load_graded(quant_attempts)
     try:
         comparison, written = write_comparison(fp, quant, out, fp_label=fp_label, quant_label=quant_label)
@@ -171,7 +188,7 @@ def evaluate_command(
     before: Annotated[Path, typer.Option("--before", help="Graded attempts of the quantized model.")],
     after: Annotated[Path, typer.Option("--after", help="Graded attempts of the quantized model with the adapter "
                                                         "(`quantmedic generate --adapter`).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for recovery.json, recovery.md, recovery.png.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for recovery.json, recovery.md, recovery.png (checked first: not a file, none of them an input).")],
     medicine: Annotated[Optional[Path], typer.Option("--medicine", help="The medicine folder: its problems are "
                                                                         "left out of the measurement.")] = None,
     verdicts_before: Annotated[Optional[Path], typer.Option(help="Verdicts on the failures before treatment "
@@ -181,6 +198,8 @@ def evaluate_command(
     resamples: Annotated[int, typer.Option(min=100, help="Bootstrap resamples.")] = 4000,
 ) -> None:
     """[bold]Evaluate[/bold] a treatment: accuracy before and after the adapter, and the share of the accuracy lost to quantization that came back, with intervals."""
+    check_output_folder(out, files=(R.RECOVERY_JSON, R.RECOVERY_MD, R.RECOVERY_PNG),
+                        inputs=[full, before, after, verdicts_before, verdicts_after], what="recovery report")
     keys = read_report(medicine)["problem_keys"] if medicine else []
     vb = read_records(verdicts_before, Verdict) if verdicts_before else []
     va = read_records(verdicts_after, Verdict) if verdicts_after else []

@@ -30,7 +30,7 @@ def show_taxonomy(
 
 
 @commands.command()
-def schema(folder: Annotated[Path, typer.Argument(help="Folder to write the schemas into.")]) -> None:
+def schema(folder: Annotated[Path, typer.Argument(help="Folder to write the schemas into (created if missing; an existing file there is refused before anything is written).")]) -> None:
     """Write the JSON Schemas of the shared records (problem, attempt, verdict, review, preference pair)."""
     for path in write_schemas(folder):
         stdout.print(f"wrote {path}")

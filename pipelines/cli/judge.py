@@ -1,25 +1,32 @@
 """``quantmedic judge`` and ``judge-eval``: the batch judging job and the judge's meta-evaluation.
 
 Every judge option's default and help come from :class:`~quantmedic.judge.settings.JudgeSettings`.
+Bad options are one line on stderr and exit 2; an endpoint that cannot be reached at all is one line
+naming the URL and exit 1, before anything is written.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 
 from quantmedic.judge.cache import default_cache_path
 from quantmedic.judge.eval_job import EvalJob, run_judge_eval
 from quantmedic.judge.job import dry_run as render_dry_run, run_judge_job
 from quantmedic.judge.meta_eval import to_markdown
-from quantmedic.judge.settings import JudgeSettings, build_job
+from quantmedic.judge.preflight import check_job
+from quantmedic.judge.runner import JudgeRunAborted
+from quantmedic.judge.settings import JudgeSettings, build_job, missing_key_warning
 from quantmedic.pipelines.data import SHIPPED, resolve_input
 from quantmedic.taxonomy.model import load_taxonomy
 
-from .console import Commands, build_settings, described, stderr, stdout
+from .console import EXIT_ABORTED, EXIT_BAD_INPUT, Commands, build_settings, described, stderr, stdout
 
 commands = Commands()
 J = JudgeSettings()
@@ -41,6 +48,7 @@ InvalidRetries = Annotated[int, described(JudgeSettings, "invalid_retries")]
 ResponseFormatOpt = Annotated[str, described(JudgeSettings, "response_format", "--response-format")]
 Transport = Annotated[str, described(JudgeSettings, "transport")]
 PromptFiles = Annotated[Optional[list[Path]], described(JudgeSettings, "prompts", "--prompt")]
+RetryUnscored = Annotated[bool, described(JudgeSettings, "retry_unscored", "--retry-unscored")]
 TaxonomyFile = Annotated[Optional[Path], typer.Option("--taxonomy", help="Your own taxonomy YAML/JSON "
     "(start from `quantmedic taxonomy`). Default: the reference study's.")]
 Format = Annotated[str, typer.Option("--format", help="auto, quantmedic, processbench, gsm8k-solutions or text.")]
@@ -49,21 +57,58 @@ CacheFile = Annotated[Optional[Path], typer.Option("--cache", help="SQLite store
     f"resume. Default: {default_cache_path()}")]
 
 
+EPILOG = ("Exit codes: 0 done (unscored items are recorded, not fatal), 1 the endpoint refused (wrong key or "
+          "model: HTTP 401/403/404) or cannot be reached at all (connection refused, unknown host, no route: checked "
+          "on the first requests, with no retries, and nothing is written), 2 bad input or options (one line on "
+          "stderr). Secrets: the API key, and anything shaped like a bearer token or sk- key, is redacted from "
+          "every reason, message, cache row and output.")
+
+
+def usage_error(hint: str | None, message: str) -> typer.Exit:
+    """Print one line naming the option; the exit (2) to raise."""
+    where = f"invalid value for {hint}: " if hint else ""
+    stderr.print(f"[red]error:[/red] {escape(where + message)}", highlight=False, soft_wrap=True)
+    return typer.Exit(EXIT_BAD_INPUT)
+
+
 def judge_settings(base_url, model, prompt, **values) -> JudgeSettings:
-    """The settings from the shared judge options (a bad combination is a usage error naming the option)."""
-    return build_settings(JudgeSettings, FLAGS, base_url=base_url or [], models=model or [], prompts=prompt or [],
-                          **values)
+    """The settings from the shared judge options (a bad combination is one line naming the option, exit 2)."""
+    try:
+        return build_settings(JudgeSettings, FLAGS, base_url=base_url or [], models=model or [],
+                              prompts=prompt or [], **values)
+    except typer.BadParameter as error:
+        raise usage_error(error.param_hint, error.message) from None
 
 
-@commands.command(epilog=f"Shipped inputs you can name instead of a path: {_SHIPPED_HELP}. "
-                    "Exit codes: 0 done (unscored items are recorded, not fatal), 1 the endpoint refused "
-                    "(wrong URL, key or model), 2 bad input or options.")
+def warn_if_no_key(settings: JudgeSettings) -> None:
+    """One warning line when the API key variable is unset (a run this refuses never gets here)."""
+    if (warning := missing_key_warning(settings)) is not None:
+        stderr.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False, soft_wrap=True)
+
+
+@contextmanager
+def reaching_the_endpoint() -> Iterator[None]:
+    """An endpoint nobody answers at becomes one line naming its URL and exit 1 (other refusals are
+    the command line's usual one line)."""
+    try:
+        yield
+    except JudgeRunAborted as error:
+        if not error.unreachable:
+            raise
+        stderr.print(f"[red]error:[/red] {escape(str(error))}: check --base-url (scheme, host, port, /v1) and that "
+                     "the server is running; nothing was written", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_ABORTED) from None
+
+
+@commands.command(epilog=f"Shipped inputs you can name instead of a path: {_SHIPPED_HELP}. " + EPILOG)
 def judge(
     input: Annotated[str, typer.Argument(
         help="Attempts to judge: quantmedic JSONL, ProcessBench JSON/JSONL, the GSM8K model-solutions file, "
-             "JSONL with problem + solution text, or a shipped name such as gsm8k-solutions.")],
+             "JSONL with problem + solution text, or a shipped name such as gsm8k-solutions. UTF-8; an exact repeat "
+             "of an attempt is judged once, two different attempts under one id are refused (naming both lines).")],
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Verdicts JSONL to write (atomically). "
-        "Verdicts already in it that this run does not redo are kept.")] = None,
+        "Verdicts already in it that this run does not redo are kept, and an ok verdict in it is never replaced "
+        "by an unscored one (a rerun whose requests fail keeps the earlier diagnosis).")] = None,
     base_url: BaseUrl = None, model: Model = None, api_key_env: ApiKeyEnv = J.api_key_env,
     samples: Samples = J.samples, temperature: Temperature = J.temperature, max_tokens: MaxTokens = J.max_tokens, seed: Seed = J.seed,
     taxonomy: TaxonomyFile = None, input_format: Format = "auto",
@@ -73,30 +118,37 @@ def judge(
     transport: Transport = J.transport, cache: CacheFile = None, prompt: PromptFiles = None,
     price_input: Annotated[Optional[float], described(JudgeSettings, "price_input")] = None,
     price_output: Annotated[Optional[float], described(JudgeSettings, "price_output")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the prompt(s), schema and response format "
-                                                            "of the first item(s); send nothing.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the response format and the exact messages "
+        "(system and user text, byte for byte as sent, unwrapped) of the first item(s), after '--- system ---' / "
+        "'--- user ---' lines; send nothing (no API key needed).")] = False,
+    retry_unscored: RetryUnscored = J.retry_unscored,
 ) -> None:
     """Find the [bold]first wrong step[/bold] of each failed solution and classify its error.
 
     Every answer is checked against a JSON Schema built from the taxonomy; invalid answers are retried and finally recorded as [italic]unscored[/italic], never dropped. Answers are cached as they arrive, so a rerun (or a run after a crash) only sends what is missing.
     """
     if out is None and not dry_run:
-        raise typer.BadParameter("say where the verdicts go", param_hint="--out")
+        raise usage_error("--out", "say where the verdicts go")
     settings = judge_settings(base_url, model, prompt, api_key_env=api_key_env, samples=samples,
                               temperature=temperature, max_tokens=max_tokens, seed=seed, concurrency=concurrency,
                               timeout=timeout, max_retries=max_retries, max_delay=max_delay,
                               invalid_retries=invalid_retries, response_format=response_format, transport=transport,
-                              price_input=price_input, price_output=price_output)
+                              price_input=price_input, price_output=price_output, retry_unscored=retry_unscored)
     job = build_job(settings, input=resolve_input(input), out=out, taxonomy=load_taxonomy(taxonomy), cache=cache,
-                    input_format=input_format, limit=limit, include_correct=include_correct)
+                    input_format=input_format, limit=limit, include_correct=include_correct, require_key=not dry_run)
+    if not dry_run:
+        check_job(job)  # outputs and cache, before the embedded judge starts or anything is sent
+    warn_if_no_key(settings)
     if dry_run:
         render_dry_run(job, stdout)
         return
-    run_judge_job(job, stderr)
+    with reaching_the_endpoint():
+        run_judge_job(job, stderr)
 
 
 @commands.command("judge-eval", epilog="Outputs in --out: metrics.json, summary.md, predictions.jsonl, verdicts.jsonl, "
-                                  "steps.png (predicted vs. true step), calibration.png (reliability diagram).")
+                                  "steps.png (predicted vs. true step), calibration.png (reliability diagram). "
+                                  + EPILOG)
 def judge_eval(
     data: Annotated[str, typer.Argument(help="ProcessBench-format data (JSON array or JSONL of problem, steps, "
         "label = 0-based first wrong step or -1), any split (GSM8K, MATH, OlympiadBench, Omni-MATH), or the "
@@ -112,6 +164,7 @@ def judge_eval(
         "--model judges every item, the others only items where it is unscored, its confidence is below this, "
         "or its samples disagree. The spend of each tier is reported.")] = None,
     bootstrap: Annotated[int, typer.Option(min=100, help="Bootstrap resamples for the 95% intervals.")] = 2000,
+    retry_unscored: RetryUnscored = J.retry_unscored,
 ) -> None:
     """Score judges against [bold]human first-error labels[/bold] (ProcessBench's metrics).
 
@@ -120,10 +173,13 @@ def judge_eval(
     settings = judge_settings(base_url, model, prompt, api_key_env=api_key_env, samples=samples,
                               temperature=temperature, max_tokens=max_tokens, seed=seed, concurrency=concurrency,
                               timeout=timeout, max_retries=max_retries, max_delay=max_delay,
-                              invalid_retries=invalid_retries, response_format=response_format, transport=transport)
+                              invalid_retries=invalid_retries, response_format=response_format, transport=transport,
+                              retry_unscored=retry_unscored)
     job = build_job(settings, input=resolve_input(data), out=None, taxonomy=load_taxonomy(taxonomy), cache=cache,
                     input_format=input_format, limit=limit)
-    evaluation, _ = run_judge_eval(EvalJob(job, out, escalate_below, bootstrap, seed), stderr)
+    warn_if_no_key(settings)
+    with reaching_the_endpoint():
+        evaluation, _ = run_judge_eval(EvalJob(job, out, escalate_below, bootstrap, seed), stderr)
     sys.stdout.write(to_markdown(evaluation))
     stderr.print(f"wrote {out}/metrics.json, summary.md, predictions.jsonl, verdicts.jsonl, steps.png, "
                  "calibration.png")

@@ -8,12 +8,14 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from quantmedic.medicine.build import BuildSettings, EmptyMedicine, build_into, read_inputs
+from quantmedic.medicine.build import BuildSettings, build_into, read_inputs
 from quantmedic.medicine.export import hub_token, push_to_hub as push
 from quantmedic.pipelines.evaluation.benchmarks import load_benchmark
 from quantmedic.pipelines.models.continuations import ContinuationSettings, continue_into
+from quantmedic.pipelines.models.loading import check_model
+from quantmedic.taxonomy.outputs import check_output_file, check_output_folder
 
-from .console import build_settings, described, require, split_csv, stderr
+from .console import build_settings, described, hub_errors, require, split_csv, stderr
 
 medicine_app = typer.Typer(no_args_is_help=True, help="Build the [bold]medicine[/bold]: a targeted DPO preference "
                                                       "dataset from diagnosed failures.")
@@ -30,7 +32,7 @@ def build_command(
     attempts: Annotated[list[Path], typer.Option("--attempts", "-a", help="Graded attempts to take correct "
         "solutions from: the full-precision model's, resamples of the quantized model (repeatable; any format "
         "`quantmedic judge` reads).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the medicine.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the medicine (replaced as a whole by a new build, so it must not hold any of the inputs).")],
     reviews: Annotated[Optional[Path], typer.Option("--reviews", "-r", help="Reviews JSONL from `quantmedic "
         "annotate pull`: then only human-accepted or corrected verdicts are used, and corrections win.")] = None,
     budget: Annotated[int, described(BuildSettings, "budget")] = B.budget,
@@ -53,6 +55,7 @@ def build_command(
 ) -> None:
     """[bold]Build[/bold] DPO preference pairs from diagnosed failures: targeted by error category, with lineage, as a Hugging Face dataset."""
     require(("datasets",), "hf")
+    check_output_folder(out, inputs=[*verdicts, *attempts, reviews], what="medicine", whole=True)
     settings = build_settings(BuildSettings, {"exclude_categories": "--exclude-category"}, budget=budget,
                               strategy=strategy, seed=seed, chosen=split_csv(chosen), step_level=step_level,
                               max_per_problem=max_per_problem, exclude_categories=tuple(exclude_category or ()),
@@ -62,12 +65,8 @@ def build_command(
     except PermissionError as error:
         raise typer.BadParameter(str(error), param_hint="--push-to-hub") from None
     eval_problems = [p for spec in eval_split for p in load_benchmark(spec)] if eval_split else None
-    try:
-        pairs, report, status = build_into(read_inputs(verdicts, attempts, reviews, eval_problems), settings, out,
-                                           overwrite=overwrite)
-    except EmptyMedicine as empty:
-        _print_report(empty.report)
-        raise
+    pairs, report, status = build_into(read_inputs(verdicts, attempts, reviews, eval_problems), settings, out,
+                                       overwrite=overwrite)  # no pair at all: one line (EmptyMedicine) says why
     _print_report(report)
     stderr.print(f"{'already built, unchanged' if status == 'unchanged' else 'wrote'}: {out} ({len(pairs)} pairs)",
                  highlight=False)
@@ -81,7 +80,7 @@ def continue_command(
     model: Annotated[str, typer.Argument(help="The model that continues: the quantized model (its correct "
                                               "continuations are resamples) or the full-precision one.")],
     verdicts: Annotated[list[Path], typer.Option("--verdicts", "-v", help="Verdicts JSONL (repeatable).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Continuations JSONL (graded Attempts).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Continuations JSONL (graded Attempts): a new file, never appended to, not a --verdicts or --reviews file.")],
     reviews: Annotated[Optional[Path], typer.Option("--reviews", "-r", help="Reviews JSONL: continue from the "
                                                                             "humans' first wrong step.")] = None,
     n: Annotated[int, described(ContinuationSettings, "n", "--n")] = C.n,
@@ -95,9 +94,12 @@ def continue_command(
 ) -> None:
     """[bold]Continue[/bold] each diagnosed failure from just before its first wrong step, sample and grade: correct continuations make step-level pairs."""
     require(("torch", "transformers"), "quantize")
+    check_output_file(out, inputs=[*verdicts, reviews], what="continuations")
+    check_model(model)
     settings = build_settings(ContinuationSettings, n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
                               seed=seed, batch_size=batch_size)
-    s = continue_into(model, verdicts, out, settings, reviews=reviews, limit=limit, device=device)
+    with hub_errors(model):
+        s = continue_into(model, verdicts, out, settings, reviews=reviews, limit=limit, device=device)
     stderr.print(f"wrote {s.continuations} continuations of {s.failures} failures to {out}: {s.correct} correct, "
                  f"covering {s.failures_covered} failures", highlight=False)
 

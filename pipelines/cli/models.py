@@ -17,11 +17,13 @@ from quantmedic.pipelines.evaluation.benchmarks import BenchmarkSettings
 from quantmedic.pipelines.evaluation.grading import grade_file
 from quantmedic.pipelines.models.generation import generate
 from quantmedic.pipelines.models.generation_config import GenerationSettings
+from quantmedic.pipelines.models.loading import check_model
 from quantmedic.pipelines.models.quantize import quantize
 from quantmedic.pipelines.models.quantize_config import QuantizeSettings
 from quantmedic.taxonomy.errors import InputError
+from quantmedic.taxonomy.outputs import check_output_file
 
-from .console import Commands, build_settings, described, stderr
+from .console import Commands, build_settings, described, endpoint_errors, hub_errors, no_new_empty_file, stderr
 
 commands = Commands()
 Q = QuantizeSettings()
@@ -31,7 +33,7 @@ G = GenerationSettings()
 @commands.command("quantize")
 def quantize_command(
     model: Annotated[str, typer.Argument(help="Model folder (HF format) to quantize.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the quantized checkpoint.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the quantized checkpoint (not the model folder; checked, with MODEL and --calibration, before anything is loaded).")],
     method: Annotated[str, described(QuantizeSettings, "method")] = Q.method,
     bits: Annotated[Optional[int], described(QuantizeSettings, "bits")] = None,
     group_size: Annotated[int, described(QuantizeSettings, "group_size")] = Q.group_size,
@@ -44,7 +46,8 @@ def quantize_command(
     settings = build_settings(QuantizeSettings, method=method, bits=bits, group_size=group_size,
                               calibration=calibration, num_samples=num_samples, max_seq_length=max_seq_length, tool=tool)
     try:
-        record = quantize(model, out_dir=out, settings=settings)
+        with hub_errors(model):
+            record = quantize(model, out_dir=out, settings=settings)
     except ValueError as error:
         if isinstance(error, InputError):
             raise
@@ -58,7 +61,7 @@ def generate_command(
     model: Annotated[str, typer.Argument(help="Model folder or Hugging Face id (for --backend openai: a label, or "
                                               "the folder whose quantization record to attach).")],
     benchmark: Annotated[str, described(BenchmarkSettings, "name", "--benchmark")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Attempts JSONL; appended to, and an interrupted run "
+    out: Annotated[Path, typer.Option("--out", "-o", help="Attempts JSONL (not the --benchmark file); appended to, and an interrupted run "
                                                           "resumes where it stopped.")],
     backend: Annotated[str, described(GenerationSettings, "backend")] = G.backend,
     n: Annotated[int, described(GenerationSettings, "n", "--n")] = G.n,
@@ -86,11 +89,18 @@ def generate_command(
                               temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed,
                               kv_cache_dtype=kv_cache_dtype, base_url=base_url, served_model=model_name,
                               api_key_env=api_key_env, batch_size=batch_size, concurrency=concurrency)
+    check_output_file(out, inputs=[benchmark], what="attempts")  # the output, the model and the problems first
+    if settings.backend != "openai" or Path(model).exists():
+        check_model(model)
+    if adapter is not None and not (adapter / "adapter_config.json").is_file():
+        raise InputError(adapter, "not an adapter folder (no adapter_config.json); train one with `quantmedic train "
+                                  "dpo`", field="--adapter")
     problems = build_settings(BenchmarkSettings, {"name": "--benchmark"}, name=benchmark, split=split,
                               limit=limit).load()
     try:
-        summary = generate(model, problems, out_path=out, settings=settings, api_key=os.environ.get(api_key_env),
-                           adapter=adapter, console=stderr)
+        with no_new_empty_file(out), hub_errors(model), endpoint_errors(base_url):
+            summary = generate(model, problems, out_path=out, settings=settings, api_key=os.environ.get(api_key_env),
+                               adapter=adapter, console=stderr)
     except ValueError as error:
         if isinstance(error, InputError):
             raise

@@ -10,8 +10,10 @@ import typer
 from quantmedic.pipelines.study.config import load_study
 from quantmedic.pipelines.study.engine import WaitingForReviews
 from quantmedic.pipelines.study.layout import STAGE_KINDS
+from quantmedic.pipelines.study.preflight import check_study
 from quantmedic.pipelines.study.report import write_report
 from quantmedic.pipelines.study.stages import run_study
+from quantmedic.taxonomy.errors import read_text
 
 from .console import Commands, stderr
 
@@ -22,13 +24,16 @@ _STAGES = ", ".join(STAGE_KINDS)
 @commands.command("run", epilog="Exit codes: 0 done, or stopped waiting for reviews; 2 bad config or input.")
 def run_command(
     study: Annotated[Path, typer.Argument(help="The study config (YAML; see examples/).")],
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Study folder (default: ./study-NAME).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Study folder (default: ./study-NAME; not a file).")] = None,
     until: Annotated[Optional[str], typer.Option("--until", help=f"Stop after this stage ({_STAGES}).")] = None,
     start: Annotated[Optional[str], typer.Option("--from", help="Start at this stage: earlier stages are not run "
                                                                 "(they must have finished before).")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config field: KEY.PATH=VALUE "
                                                                     "(VALUE read as YAML); repeatable.")] = None,
-    check: Annotated[bool, typer.Option("--check", help="Validate the config and exit.")] = False,
+    check: Annotated[bool, typer.Option("--check", help="Validate the config and every file and folder it names "
+        "(model and checkpoint folders, taxonomy, prompts, benchmark and calibration files; paths are relative to "
+        "the current folder) and the study folder, then exit; nothing is created or contacted (Hub ids and Argilla "
+        "are checked by the stages that use them). A run checks the same first.")] = False,
 ) -> None:
     """[bold]Run[/bold] a whole study: quantize → generate → grade → compare → judge → review → medicine → DPO → re-evaluate.
 
@@ -40,11 +45,12 @@ def run_command(
         if value is not None and value not in STAGE_KINDS:
             raise typer.BadParameter(f"choose one of {_STAGES}", param_hint=name)
     config, data = load_study(study, set_ or [])
-    if check:
-        stderr.print(f"{study}: valid ({len(config.quantizations)} quantizations, benchmark {config.benchmark.name})",
-                      highlight=False)
-        return
     root = out or Path(f"study-{config.name}")
+    check_study(config, study, read_text(study, "study config"), root)
+    if check:
+        stderr.print(f"{study}: valid ({len(config.quantizations)} quantizations, benchmark {config.benchmark.name}; "
+                     f"every file it names is readable)", highlight=False)
+        return
     try:
         result = run_study(config, data, root, console=stderr, start=start, until=until)
     except WaitingForReviews as waiting:

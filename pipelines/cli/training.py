@@ -10,11 +10,13 @@ from typing import Annotated, Optional
 
 import typer
 
+from quantmedic.pipelines.models.loading import check_model, could_be_hub_id
 from quantmedic.pipelines.training.dpo import TrainResult, train_dpo
 from quantmedic.pipelines.training.dpo_config import DPOSettings, PairsTooLong
 from quantmedic.taxonomy.errors import InputError
+from quantmedic.taxonomy.outputs import check_output_folder
 
-from .console import build_settings, described, require, split_csv, stderr
+from .console import build_settings, described, hub_errors, require, split_csv, stderr
 
 D = DPOSettings()
 train_app = typer.Typer(no_args_is_help=True, help="[bold]Train[/bold] adapters on a medicine.")
@@ -28,7 +30,7 @@ def train_dpo_command(
                                               "AWQ, compressed-tensors, bitsandbytes).")],
     data: Annotated[str, typer.Option("--data", "-d", help="A medicine folder (`quantmedic medicine build`), a "
                                                             "save_to_disk folder or a Hub dataset id.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the adapter.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the adapter (not the --data folder; checked before anything is loaded).")],
     qlora: Annotated[bool, described(DPOSettings, "qlora", "--qlora")] = D.qlora,
     max_length: Annotated[int, described(DPOSettings, "max_length")] = D.max_length,
     drop_long: Annotated[bool, described(DPOSettings, "drop_long", "--drop-long")] = D.drop_long,
@@ -61,8 +63,12 @@ def train_dpo_command(
                               lora_dropout=lora_dropout, qlora=qlora, drop_long=drop_long, seed=seed,
                               target_modules=split_csv(target_modules) if target_modules else None,
                               gradient_checkpointing=gradient_checkpointing, save_steps=save_steps)
+    check_output_folder(out, inputs=[data, model], what="adapter")  # the paths before anything is loaded
+    check_model(model)
+    check_pairs_source(data)
     try:
-        result = train_dpo(model, data, out, settings, merge=merge, device=device, overwrite=overwrite)
+        with hub_errors(model):
+            result = train_dpo(model, data, out, settings, merge=merge, device=device, overwrite=overwrite)
     except PairsTooLong as error:
         raise InputError(data, str(error), field="--max-length") from None
     except ValueError as error:
@@ -70,6 +76,20 @@ def train_dpo_command(
             raise
         raise typer.BadParameter(str(error)) from None
     _print_result(result, out, max_length)
+
+
+def check_pairs_source(data: str) -> None:
+    """--data must be a folder holding a dataset (a medicine, a save_to_disk folder, Parquet files) or a Hub id."""
+    path = Path(data)
+    if not path.exists() and could_be_hub_id(data):
+        return
+    if not path.is_dir():
+        raise InputError(data, "is not a folder; --data takes a medicine folder, a save_to_disk folder or a Hub "
+                               "dataset id", field="--data")
+    markers = ("hf/dataset_dict.json", "dataset_dict.json", "dataset_info.json", "*.parquet", "data/*.parquet")
+    if not any(any(path.glob(marker)) for marker in markers):
+        raise InputError(data, "holds no dataset (no hf/, dataset_dict.json or Parquet files): build a medicine with "
+                               "`quantmedic medicine build`", field="--data")
 
 
 def _print_result(result: TrainResult, out: Path, max_length: int) -> None:

@@ -242,10 +242,18 @@ def _load_shipped(name: str, split: str | None, limit: int | None) -> list[Probl
 def _load_hub(name: str, split: str | None, fields: Mapping[str, Any] | None, limit: int | None,
               shuffle_choices: bool, config: str | None, source: str | None,
               options: Mapping[str, Any]) -> list[Problem]:
-    import datasets  # lazy: heavy, and only needed for Hub (or datasets-loadable) sets
-
+    try:
+        import datasets  # lazy: heavy, and only needed for Hub (or datasets-loadable) sets
+    except ModuleNotFoundError:
+        raise InputError(name, 'is neither a shipped benchmark nor a file; a Hugging Face dataset needs '
+                               'pip install "quantmedic[hf]"') from None
     split = split or "test"
-    dataset = datasets.load_dataset(name, config, split=split, **options)
+    try:
+        dataset = datasets.load_dataset(name, config, split=split, **options)
+    except Exception as error:  # noqa: BLE001 - whatever the Hub or the loader says, in one line
+        raise InputError(name, f"is neither a shipped benchmark nor a file, and the Hugging Face dataset cannot be "
+                               f"loaded ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
+                         ) from None
     where = f"{name}{f'/{config}' if config else ''}[{split}]"
     rows = ((i + 1, row) for i, row in enumerate(dataset))
     return problems_from_rows(rows, source=source or (name if config is None else f"{name}/{config}"), where=where,

@@ -214,30 +214,38 @@ def _ungradable(item: GradeItem, failure: Failure) -> Grade:
 
 
 def grade_items(items: Sequence[GradeItem], *, workers: int = 2, timeout: float = 5.0, check: Check = grade_item,
-                progress: Callable[[int, int], None] | None = None) -> list[Grade]:
+                progress: Callable[[int, int], None] | None = None,
+                on_grade: Callable[[int, Grade], None] | None = None) -> list[Grade]:
     """Grade ``items`` in ``workers`` processes, each item within ``timeout`` seconds; results in order.
 
     ``check`` must be a module-level function (it is sent to the worker processes); an item it does
     not finish is ``ungradable: timeout``, ``ungradable: worker crashed (exit code N)`` or
-    ``ungradable: <Type>: <message>``. ``progress`` is called as ``progress(done, total)``.
+    ``ungradable: <Type>: <message>``. ``progress`` is called as ``progress(done, total)``, ``on_grade(index,
+    grade)`` as each grade comes.
     """
     return run_pool(check, items, on_failure=_ungradable, workers=workers, timeout=timeout, setup=_prepare_worker,
-                    preload=(__name__, "math_verify"), progress=progress)
+                    preload=(__name__, "math_verify"), progress=progress, on_result=on_grade)
 
 
 def grade_attempts(attempts: Sequence[Attempt], *, workers: int = 2, timeout: float = 5.0,
-                   progress: Callable[[int, int], None] | None = None, check: Check = grade_item) -> list[Attempt]:
+                   progress: Callable[[int, int], None] | None = None, check: Check = grade_item,
+                   on_graded: Callable[[int, Attempt], None] | None = None) -> list[Attempt]:
     """The attempts with ``correct``, ``final_answer`` and ``grading`` set by :func:`grade_items`.
 
     An ungradable attempt gets the answer its text states, if any (else keeps the one it came
     with). ``check`` is for tests and other graders: a module-level function ``GradeItem -> Grade``.
+    ``on_graded(index, attempt)`` is called with each graded attempt as it comes (to save it at once).
     """
     items = [grade_item_of(a) for a in attempts]
-    grades = grade_items(items, workers=workers, timeout=timeout, check=check, progress=progress)
-    return [a.model_copy(update={"correct": g.correct, "grading": g.grading,
-                                 "final_answer": g.final_answer or (_stated(item) if g.correct is None else None)
-                                 or a.final_answer})
-            for a, item, g in zip(attempts, items, grades)]
+
+    def graded(i: int, g: Grade) -> Attempt:
+        a = attempts[i]
+        return a.model_copy(update={"correct": g.correct, "grading": g.grading, "final_answer": g.final_answer
+                                    or (_stated(items[i]) if g.correct is None else None) or a.final_answer})
+
+    on_grade = None if on_graded is None else (lambda i, g: on_graded(i, graded(i, g)))
+    grades = grade_items(items, workers=workers, timeout=timeout, check=check, progress=progress, on_grade=on_grade)
+    return [graded(i, g) for i, g in enumerate(grades)]
 
 
 def _stated(item: GradeItem) -> str | None:
@@ -352,14 +360,6 @@ def check_gsm8k(*, workers: int = 2, timeout: float = 5.0, limit: int | None = N
 
 
 # --- files ------------------------------------------------------------------------------------------
-
-def write_graded(attempts: Sequence[Attempt], out: Path, *, workers: int = 2, timeout: float = 5.0,
-                 progress: Callable[[int, int], None] | None = None) -> list[Attempt]:
-    """Grade every attempt (replacing any earlier grade) and write them to ``out`` atomically."""
-    graded = grade_attempts(attempts, workers=workers, timeout=timeout, progress=progress)
-    write_records(out, graded)
-    return graded
-
 
 def grade_file(path: Path, console: Console | None = None) -> None:
     """Grade the attempts of ``path`` that are not graded yet, and rewrite it atomically."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing
 import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -48,20 +49,17 @@ def _serve(conn: Connection, check: Callable, setup: Callable[[], None] | None) 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the workers
     if setup is not None:
         setup()  # e.g. pay the checker's imports before the first item's clock starts
-    conn.send("ready")
-    while True:
-        try:
-            message = conn.recv()
-        except (EOFError, OSError):
-            return
-        if message is None:
-            return
-        index, item = message
-        try:
-            outcome = (True, check(item))
-        except Exception as exc:  # noqa: BLE001 - any failure of one item is that item's
-            outcome = (False, f"{type(exc).__name__}: {exc}")
-        conn.send((index, outcome))
+    try:
+        conn.send("ready")
+        while (message := conn.recv()) is not None:
+            index, item = message
+            try:
+                outcome = (True, check(item))
+            except Exception as exc:  # noqa: BLE001 - any failure of one item is that item's
+                outcome = (False, f"{type(exc).__name__}: {exc}")
+            conn.send((index, outcome))
+    except (EOFError, OSError):  # the parent is gone or stopped listening (Ctrl-C, kill): nothing to say
+        return
 
 
 class _Worker:
@@ -112,7 +110,24 @@ def _context(preload: Sequence[str]):
     context = multiprocessing.get_context("forkserver")
     if preload:
         context.set_forkserver_preload(list(preload))  # no effect once the server runs
+    _start_fork_server()
     return context
+
+
+def _start_fork_server() -> None:
+    """Start the fork server with Ctrl-C ignored (it and the workers forked from it inherit that), so that
+    Ctrl-C reaches only this process, which stops the workers: no worker or server dies half-started and
+    prints a traceback of its own (``BrokenPipeError``, ``KeyboardInterrupt``)."""
+    from multiprocessing import forkserver
+
+    if threading.current_thread() is not threading.main_thread():
+        forkserver.ensure_running()
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        forkserver.ensure_running()
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class _Pool(Generic[T, R]):
@@ -120,9 +135,9 @@ class _Pool(Generic[T, R]):
 
     def __init__(self, items: Sequence[T], check: Callable[[T], R], workers: int, timeout: float,
                  on_failure: Callable[[T, Failure], R], setup: Callable[[], None] | None, preload: Sequence[str],
-                 progress: Callable[[int, int], None] | None):
+                 progress: Callable[[int, int], None] | None, on_result: Callable[[int, R], None] | None = None):
         self.items, self.check, self.timeout, self.on_failure = items, check, timeout, on_failure
-        self.setup, self.progress = setup, progress
+        self.setup, self.progress, self.on_result = setup, progress, on_result
         self.results: list[Any] = [None] * len(items)
         self.done = 0
         self.pending = deque(range(len(items)))
@@ -135,6 +150,8 @@ class _Pool(Generic[T, R]):
     def _finish(self, index: int, result: R) -> None:
         self.results[index] = result
         self.done += 1
+        if self.on_result is not None:
+            self.on_result(index, result)
         if self.progress is not None:
             self.progress(self.done, len(self.items))
 
@@ -151,7 +168,12 @@ class _Pool(Generic[T, R]):
         for worker in self.workers:
             while worker.ready and len(worker.sent) < PREFETCH and self.pending:
                 index = self.pending.popleft()
-                worker.send(index, self.items[index], self.timeout)
+                try:
+                    worker.send(index, self.items[index], self.timeout)
+                except OSError:  # it died since it was last seen (BrokenPipeError): _handle replaces it
+                    worker.sent.pop()
+                    self.pending.appendleft(index)
+                    break
 
     def _handle(self, worker: _Worker, ready: list) -> None:
         """Take what ``worker`` sent, notice that it died, or kill it when its item's time is up."""
@@ -189,14 +211,16 @@ class _Pool(Generic[T, R]):
 
 def run_pool(check: Callable[[T], R], items: Sequence[T], *, on_failure: Callable[[T, Failure], R],
              workers: int = 2, timeout: float = 5.0, setup: Callable[[], None] | None = None,
-             preload: Sequence[str] = (), progress: Callable[[int, int], None] | None = None) -> list[R]:
+             preload: Sequence[str] = (), progress: Callable[[int, int], None] | None = None,
+             on_result: Callable[[int, R], None] | None = None) -> list[R]:
     """``check(item)`` for each item in ``workers`` processes, each within ``timeout`` seconds; results in order.
 
     An item's clock starts when its worker starts it. An item that times out, crashes its worker or
     makes ``check`` raise gets ``on_failure(item, failure)`` (called in this process). ``check`` and
     ``setup`` must be module-level functions (they are sent to the workers); ``setup`` runs in each
     worker before its first item, ``preload`` names modules the fork server imports once for all
-    workers. ``progress`` is called as ``progress(done, total)`` after each item. Raises
+    workers. ``progress`` is called as ``progress(done, total)`` after each item, and ``on_result(index,
+    result)`` as each result comes (in the order they finish: to save results as they come). Raises
     :class:`PoolError` when a worker exits before it is ready.
 
     >>> run_pool(abs, [-2, 3], on_failure=lambda item, failure: None, workers=1)
@@ -208,4 +232,4 @@ def run_pool(check: Callable[[T], R], items: Sequence[T], *, on_failure: Callabl
         raise ValueError("timeout must be positive")
     if not items:
         return []
-    return _Pool(items, check, workers, timeout, on_failure, setup, preload, progress).run()
+    return _Pool(items, check, workers, timeout, on_failure, setup, preload, progress, on_result).run()

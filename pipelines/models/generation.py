@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from quantmedic.taxonomy.errors import InputError
-from quantmedic.taxonomy.jsonl import dump_line, iter_json_lines, validate_record
+from quantmedic.taxonomy.jsonl import dump_line, iter_json_lines, repair_tail, validate_record
 from quantmedic.taxonomy.locks import exclusive_output
 from quantmedic.taxonomy.records import Attempt, Problem, Quantization, Sampling
 
@@ -39,17 +39,6 @@ from .engines import Engine, OpenAIEngine, Request, TransformersEngine, VLLMEngi
 from .generation_config import BACKENDS, GenerationSettings, SamplingSettings
 
 # --- the attempts file ---
-
-def repair_tail(path: Path) -> None:
-    """Cut a last line left half-written by a crash (everything before it stays)."""
-    if not path.is_file() or path.stat().st_size == 0:
-        return
-    with path.open("rb+") as handle:
-        data = handle.read()
-        if data.endswith(b"\n"):
-            return
-        handle.truncate(data.rfind(b"\n") + 1)
-
 
 def finished_samples(path: Path, model: str) -> dict[str, set[int]]:
     """Sample indices per problem id already in ``path``; attempts of another model are an error."""

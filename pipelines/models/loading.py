@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from quantmedic.taxonomy.errors import InputError
+from pydantic import ValidationError
+
+from quantmedic.taxonomy.errors import InputError, pydantic_error_field, read_text
 from quantmedic.taxonomy.records import Quantization
 
 RECORD_FILE = "quantmedic-quantization.json"
@@ -100,6 +102,43 @@ def read_quantization(model_dir: str | Path) -> Quantization | None:
     recipe = model_dir / "recipe.yaml"
     return infer_quantization(json.loads(config_path.read_text(encoding="utf-8")),
                               recipe.read_text(encoding="utf-8") if recipe.is_file() else None)
+
+
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+
+
+def could_be_hub_id(name: str | Path) -> bool:
+    """Whether a path that does not exist here can name a Hugging Face Hub repo: ``name`` or ``org/name``, and not
+    under a folder that exists here (``models/llama`` with a ``models/`` folder is a mistyped local path)."""
+    text = str(name)
+    return bool(_HUB_ID.fullmatch(text)) and not ("/" in text and Path(text.split("/")[0]).is_dir())
+
+
+def check_model(model: str | Path, flag: str = "MODEL") -> None:
+    """Refuse, before anything heavy is imported, a model that cannot load: a missing path that cannot be a
+    Hugging Face Hub id (``org/name``, and not under a local folder), a file, a folder without ``config.json``,
+    or a ``config.json`` / quantization record that does not parse. Hub ids are left to the loader."""
+    path = Path(model).expanduser()
+    if not path.exists():
+        if not could_be_hub_id(model):
+            raise InputError(model, "no such model folder (nor a Hugging Face Hub id such as org/name)", field=flag)
+        return
+    if not path.is_dir():
+        raise InputError(path, "is a file, not a model folder", field=flag)
+    config = path / "config.json"
+    if not config.is_file():
+        raise InputError(path, "not a model folder (no config.json)", field=flag)
+    try:
+        json.loads(read_text(config, "model config"))
+    except json.JSONDecodeError as error:
+        raise InputError(config, f"not valid JSON ({error.msg})", line=error.lineno) from None
+    record = path / RECORD_FILE
+    if record.is_file():
+        try:
+            Quantization.model_validate_json(read_text(record, "quantization record"))
+        except ValidationError as error:
+            first = error.errors()[0]
+            raise InputError(record, first["msg"], field=pydantic_error_field(first)) from None
 
 
 def quantization_of(model: str | Path) -> Quantization | None:

@@ -19,10 +19,10 @@ from typing import Any, Sequence
 
 from quantmedic.judge.step_format import render_prompt
 from quantmedic.pipelines.evaluation.benchmarks import load_benchmark
-from quantmedic.taxonomy.errors import InputError
-from quantmedic.taxonomy.records import Quantization
+from quantmedic.taxonomy.outputs import check_output_folder
+from quantmedic.taxonomy.records import Problem, Quantization
 
-from .loading import RECORD_FILE, checkpoint_name, default_cpu_workers, has_accelerator
+from .loading import RECORD_FILE, check_model, checkpoint_name, default_cpu_workers, has_accelerator
 from .quantize_config import METHODS, TOOLS, QuantizeSettings
 
 _DISTRIBUTIONS = {"llmcompressor": ("llm-compressor", "llmcompressor"), "gptqmodel": ("gptqmodel", "gptqmodel")}
@@ -60,15 +60,16 @@ def tool_version(tool: str) -> str:
 
 # --- calibration data ---
 
-def calibration_texts(calibration: Sequence[str] | str, tokenizer: Any, num_samples: int) -> tuple[list[str], str]:
+def calibration_texts(calibration: Sequence[str] | str, tokenizer: Any, num_samples: int,
+                      problems: Sequence[Problem] | None = None) -> tuple[list[str], str]:
     """``(texts, name)``: the given texts, or a benchmark's problems (shipped name, JSONL file or
-    Hugging Face dataset, read by ``load_benchmark``) rendered through the step prompt and followed
-    by their reference solutions, so calibration looks like generation."""
+    Hugging Face dataset, read by ``load_benchmark`` unless already given as ``problems``) rendered
+    through the step prompt and followed by their reference solutions, so calibration looks like generation."""
     if not isinstance(calibration, str):
         texts = [t for t in calibration if t.strip()][:num_samples]
         name = "custom"
     else:
-        problems = load_benchmark(calibration, limit=num_samples)
+        problems = problems if problems is not None else load_benchmark(calibration, limit=num_samples)
         texts = [render_prompt(tokenizer, p) + (p.reference_solution or p.reference_answer or "") for p in problems]
         name = calibration
     if not texts:
@@ -148,15 +149,16 @@ def quantize(model_dir: str | Path, *, out_dir: str | Path, settings: QuantizeSe
     ``num_samples`` problems, rendered through the step prompt with their reference solutions, are
     used. W8A8 ignores ``group_size`` (per-channel weights, per-token dynamic activations).
     """
+    s = settings or QuantizeSettings(**fields)
+    check_model(model_dir)  # the model, the output and the calibration data before anything heavy
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    check_output_folder(out_dir, inputs=[model_dir], what="quantized checkpoint")
+    problems = load_benchmark(s.calibration, limit=s.num_samples) if isinstance(s.calibration, str) else None
     from transformers import AutoTokenizer
 
-    s = settings or QuantizeSettings(**fields)
-    model_dir, out_dir = Path(model_dir), Path(out_dir)
     accelerator = has_accelerator()
     chosen = choose_tool(s.method, s.tool, accelerator=accelerator)
-    if model_dir.exists() and not (model_dir / "config.json").is_file():
-        raise InputError(model_dir, "not a model folder (no config.json)")
-    texts, name = calibration_texts(s.calibration, AutoTokenizer.from_pretrained(model_dir), s.num_samples)
+    texts, name = calibration_texts(s.calibration, AutoTokenizer.from_pretrained(model_dir), s.num_samples, problems)
     out_dir.mkdir(parents=True, exist_ok=True)
     if chosen == "llmcompressor":
         details = _with_llmcompressor(model_dir, out_dir, s, texts)

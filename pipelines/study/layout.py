@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 
 from quantmedic.judge import eval_job
+from quantmedic.taxonomy.errors import InputError, read_text
 from quantmedic.medicine import export as medicine_export
 from quantmedic.pipelines.evaluation import compare, recovery
 
@@ -64,13 +65,24 @@ def kind_of(name: str) -> str:
     return name.split(":", 1)[0]
 
 
+def read_json(path: Path) -> dict:
+    """A JSON object file of the study folder; an undecodable, broken or non-object file is an :class:`InputError`."""
+    try:
+        data = json.loads(read_text(path, "study"))
+    except json.JSONDecodeError as error:
+        raise InputError(path, f"not valid JSON ({error.msg}); the study folder is damaged", line=error.lineno) from None
+    if not isinstance(data, dict):
+        raise InputError(path, "not a JSON object; the study folder is damaged")
+    return data
+
+
 class StudyFolder:
     """A study folder as its ``state.json`` says: which stages finished, and where their files are."""
 
     def __init__(self, root: Path):
         self.root = Path(root)
         path = self.root / STATE
-        self.state: dict[str, dict] = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        self.state: dict[str, dict] = read_json(path) if path.is_file() else {}
 
     def stage_dir(self, name: str, key: str) -> Path:
         return self.root / STAGES / name.replace(":", "-") / key
@@ -91,4 +103,4 @@ class StudyFolder:
 
     def lock(self) -> dict:
         path = self.root / LOCK
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        return read_json(path) if path.is_file() else {}

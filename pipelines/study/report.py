@@ -23,6 +23,7 @@ from quantmedic.medicine.build import read_report
 from quantmedic.pipelines.evaluation.comparison_json import ComparisonSummary
 from quantmedic.pipelines.evaluation.recovery import RecoverySummary
 from quantmedic.taxonomy.errors import InputError
+from quantmedic.taxonomy.outputs import check_output_folder
 from quantmedic.taxonomy.jsonl import read_records, write_atomic
 from quantmedic.taxonomy.model import load_taxonomy
 from quantmedic.taxonomy.records import Review, Verdict
@@ -313,6 +314,7 @@ def write_report(root: str | Path, out: str | Path | None = None) -> Path:
     """Write ``index.html``, ``report.md``, ``figures/*.png`` and ``tables/*.csv``; returns the HTML path."""
     files = StudyFiles(Path(root))
     out = Path(out) if out else files.root / "report"
+    check_output_folder(out, files=("index.html", "report.md"), what="report")
     (out / "figures").mkdir(parents=True, exist_ok=True)
     (out / "tables").mkdir(parents=True, exist_ok=True)
     sections = []

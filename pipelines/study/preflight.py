@@ -1,0 +1,58 @@
+"""Everything a study will need, checked before it runs (``quantmedic run``, and all that ``--check`` does
+beyond validating the config): every file and folder the config names, and the study folder.
+
+The model and quantized checkpoints must be model folders (or Hub ids), the taxonomy and prompt
+files must load, a benchmark or calibration file must hold problems, and the study folder must be
+creatable. Paths are relative to the current folder, as the stages use them. Each problem is an
+:class:`~quantmedic.taxonomy.errors.InputError` at the config's line and field, carrying the
+named file's own error (its line and field too). Nothing is created, loaded from the network or
+contacted: Hub ids and the Argilla server are left to the stages that use them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from quantmedic.judge.prompt import load_prompt
+from quantmedic.taxonomy.errors import InputError, yaml_line
+from quantmedic.taxonomy.model import load_taxonomy
+from quantmedic.taxonomy.outputs import check_output_folder
+
+from quantmedic.pipelines.evaluation.benchmarks import SHIPPED_BENCHMARKS, load_benchmark
+from quantmedic.pipelines.models.loading import check_model
+
+from .config import StudyConfig
+
+
+def _on_the_hub(name: str) -> bool:
+    """Whether ``load_benchmark(name)`` would go to the Hugging Face Hub (not checked offline)."""
+    return name not in SHIPPED_BENCHMARKS and not Path(name).exists() and Path(name).suffix not in (".jsonl", ".json")
+
+
+def _checks(config: StudyConfig) -> list[tuple[str, Callable[[], object]]]:
+    """``(field, check)`` for every file and folder the config names."""
+    checks: list[tuple[str, Callable[[], object]]] = [("model.path", lambda: check_model(config.model.path))]
+    for i, q in enumerate(config.quantizations):
+        if q.path:
+            checks.append((f"quantizations.{i}.path", lambda p=q.path: check_model(p)))
+        elif isinstance(q.calibration, str) and not _on_the_hub(q.calibration):
+            checks.append((f"quantizations.{i}.calibration",
+                           lambda q=q: load_benchmark(q.calibration, limit=q.num_samples)))
+    if not _on_the_hub(config.benchmark.name):
+        checks.append(("benchmark.name", config.benchmark.load))
+    if config.taxonomy is not None:
+        checks.append(("taxonomy", lambda: load_taxonomy(config.taxonomy)))
+    for i, prompt in enumerate(config.judge.prompts):
+        checks.append((f"judge.prompts.{i}", lambda p=prompt: load_prompt(p)))
+    return checks
+
+
+def check_study(config: StudyConfig, path: Path, text: str, root: Path) -> None:
+    """Check what the study at ``path`` (config ``text``) needs, and its folder ``root``; raise the first problem."""
+    check_output_folder(root, inputs=[path], what="study folder")
+    for field, check in _checks(config):
+        try:
+            check()
+        except ValueError as error:  # InputError (the named file's own), or a setting it does not take
+            raise InputError(path, str(error), line=yaml_line(text, field), field=field) from None
