@@ -47,23 +47,29 @@ def decode_line(data: bytes, path: str | Path, number: int) -> str:
                          line=number) from None
 
 
+def parse_json_line(raw: bytes, path: Path, number: int) -> dict | None:
+    """The JSON object on line ``number`` (None for a blank line); bad bytes or JSON raise :class:`InputError`."""
+    line = decode_line(raw, path, number)
+    if number == 1:
+        line = line.removeprefix("\ufeff")  # a UTF-8 byte-order mark
+    if not line.strip():
+        return None
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise InputError(path, f"not valid JSON ({exc.msg} at column {exc.colno})", line=number) from None
+    if not isinstance(obj, dict):
+        raise InputError(path, f"expected a JSON object, got {type(obj).__name__}", line=number)
+    return obj
+
+
 def iter_json_lines(path: str | Path) -> Iterator[tuple[int, dict]]:
     """Yield ``(line_number, object)`` for each non-blank line; bad JSON raises :class:`InputError`."""
     path = Path(path)
     with open_input(path) as handle:
         for number, raw in enumerate(handle, start=1):
-            line = decode_line(raw, path, number)
-            if number == 1:
-                line = line.removeprefix("\ufeff")  # a UTF-8 byte-order mark
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(path, f"not valid JSON ({exc.msg} at column {exc.colno})", line=number) from None
-            if not isinstance(obj, dict):
-                raise InputError(path, f"expected a JSON object, got {type(obj).__name__}", line=number)
-            yield number, obj
+            if (obj := parse_json_line(raw, path, number)) is not None:
+                yield number, obj
 
 
 def validate_record(model: type[M], obj: dict, path: str | Path, line: int | None) -> M:

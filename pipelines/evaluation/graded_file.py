@@ -12,7 +12,6 @@ refused before any grading, and is left as it is.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -20,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from quantmedic.taxonomy.errors import InputError
-from quantmedic.taxonomy.jsonl import decode_line, dump_line, open_input, repair_tail, validate_record, write_records
+from quantmedic.taxonomy.jsonl import (dump_line, open_input, parse_json_line, repair_tail, validate_record,
+                                      write_records)
 from quantmedic.taxonomy.locks import exclusive_output
 from quantmedic.taxonomy.records import Attempt
 
@@ -41,19 +41,8 @@ def _records(out: Path) -> list[tuple[int, Attempt]]:
     """The attempts on the complete lines of ``out`` (a last line without its newline was torn by a crash)."""
     with open_input(out) as handle:
         lines = handle.read().split(b"\n")[:-1]
-    records = []
-    for number, raw in enumerate(lines, start=1):
-        text = decode_line(raw, out, number)
-        if not text.strip():
-            continue
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InputError(out, f"not valid JSON ({exc.msg} at column {exc.colno})", line=number) from None
-        if not isinstance(obj, dict):
-            raise InputError(out, f"expected a JSON object, got {type(obj).__name__}", line=number)
-        records.append((number, validate_record(Attempt, obj, out, number)))
-    return records
+    parsed = ((number, parse_json_line(raw, out, number)) for number, raw in enumerate(lines, start=1))
+    return [(number, validate_record(Attempt, obj, out, number)) for number, obj in parsed if obj is not None]
 
 
 def earlier_grades(out: Path, ids: set[str]) -> dict[str, Attempt]:
