@@ -87,6 +87,18 @@ def build_settings(settings: type[S], flags: Mapping[str, str] | None = None, **
 
 
 @contextmanager
+def usage_errors(param_hint: str | None = None) -> Iterator[None]:
+    """A plain ``ValueError`` from the library (bad settings) becomes a usage error (exit 2);
+    an :class:`InputError` (a located bad input) passes through to ``main``."""
+    try:
+        yield
+    except InputError:
+        raise
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint=param_hint) from None
+
+
+@contextmanager
 def hub_errors(name: str) -> Iterator[None]:
     """A model or data set that is not here and that the Hugging Face Hub cannot give (no network, no such repo,
     no access) becomes one line naming it, instead of the loader's traceback."""

@@ -32,7 +32,7 @@ from quantmedic.pipelines.evaluation.grading import Agreement, summarize
 from quantmedic.pipelines.evaluation.grading import check_gsm8k as gsm8k_agreement  # --check-gsm8k is a flag
 from quantmedic.pipelines.evaluation.recovery import evaluate_recovery, write_recovery
 
-from .console import EXIT_CHECK_FAILED, Commands, stderr
+from .console import EXIT_CHECK_FAILED, Commands, stderr, usage_errors
 
 AGREEMENT_TARGET = 0.99
 COMPARE_FILES = (C.COMPARISON_JSON, C.COMPARISON_MD, C.ACCURACY_BY_SUBJECT_PNG, C.ACCURACY_BY_LEVEL_PNG, C.FLIPS_PNG,
@@ -98,12 +98,8 @@ def _print_agreement(result: Agreement) -> bool:
 
 def _load(path: Path, input_format: str) -> list[Attempt]:
     """The attempts to grade; a format that does not fit is a usage error on --format."""
-    try:
+    with usage_errors("--format"):
         return load_attempts(path, input_format)
-    except ValueError as error:
-        if isinstance(error, InputError):
-            raise
-        raise typer.BadParameter(str(error), param_hint="--format") from None
 
 
 @commands.command("grade", epilog="Exit codes: 0 done (ungradable attempts are recorded, not fatal), 1 the "

@@ -23,7 +23,8 @@ from quantmedic.pipelines.models.quantize_config import QuantizeSettings
 from quantmedic.taxonomy.errors import InputError
 from quantmedic.taxonomy.outputs import check_output_file
 
-from .console import Commands, build_settings, described, endpoint_errors, hub_errors, no_new_empty_file, stderr
+from .console import (Commands, build_settings, described, endpoint_errors, hub_errors, no_new_empty_file, stderr,
+                      usage_errors)
 
 commands = Commands()
 Q = QuantizeSettings()
@@ -45,13 +46,8 @@ def quantize_command(
     """Quantize a model with GPTQ, AWQ or W8A8; the settings are saved beside it and travel into every attempt."""
     settings = build_settings(QuantizeSettings, method=method, bits=bits, group_size=group_size,
                               calibration=calibration, num_samples=num_samples, max_seq_length=max_seq_length, tool=tool)
-    try:
-        with hub_errors(model):
-            record = quantize(model, out_dir=out, settings=settings)
-    except ValueError as error:
-        if isinstance(error, InputError):
-            raise
-        raise typer.BadParameter(str(error)) from None
+    with usage_errors(), hub_errors(model):
+        record = quantize(model, out_dir=out, settings=settings)
     stderr.print(f"wrote {out}: {record.method} {record.bits}-bit, group {record.group_size}, {record.format} "
                  f"({record.tool}, {record.extra.get('calibration_samples')} calibration samples)", highlight=False)
 
@@ -97,14 +93,9 @@ def generate_command(
                                   "dpo`", field="--adapter")
     problems = build_settings(BenchmarkSettings, {"name": "--benchmark"}, name=benchmark, split=split,
                               limit=limit).load()
-    try:
-        with no_new_empty_file(out), hub_errors(model), endpoint_errors(base_url):
-            summary = generate(model, problems, out_path=out, settings=settings, api_key=os.environ.get(api_key_env),
-                               adapter=adapter, console=stderr)
-    except ValueError as error:
-        if isinstance(error, InputError):
-            raise
-        raise typer.BadParameter(str(error)) from None
+    with usage_errors(), no_new_empty_file(out), hub_errors(model), endpoint_errors(base_url):
+        summary = generate(model, problems, out_path=out, settings=settings, api_key=os.environ.get(api_key_env),
+                           adapter=adapter, console=stderr)
     stderr.print(f"wrote {summary.written} attempts to {out} ({summary.skipped} of {summary.problems} problems were "
                  f"already done; {summary.completion_tokens} tokens, {summary.tokens_per_second:.1f} tok/s)",
                  highlight=False)

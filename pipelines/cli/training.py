@@ -16,7 +16,7 @@ from quantmedic.pipelines.training.dpo_config import DPOSettings, PairsTooLong
 from quantmedic.taxonomy.errors import InputError
 from quantmedic.taxonomy.outputs import check_output_folder
 
-from .console import build_settings, described, hub_errors, require, split_csv, stderr
+from .console import build_settings, described, hub_errors, require, split_csv, stderr, usage_errors
 
 D = DPOSettings()
 train_app = typer.Typer(no_args_is_help=True, help="[bold]Train[/bold] adapters on a medicine.")
@@ -66,15 +66,12 @@ def train_dpo_command(
     check_output_folder(out, inputs=[data, model], what="adapter")  # the paths before anything is loaded
     check_model(model)
     check_pairs_source(data)
-    try:
-        with hub_errors(model):
-            result = train_dpo(model, data, out, settings, merge=merge, device=device, overwrite=overwrite)
-    except PairsTooLong as error:
-        raise InputError(data, str(error), field="--max-length") from None
-    except ValueError as error:
-        if isinstance(error, InputError):
-            raise
-        raise typer.BadParameter(str(error)) from None
+    with usage_errors():
+        try:
+            with hub_errors(model):
+                result = train_dpo(model, data, out, settings, merge=merge, device=device, overwrite=overwrite)
+        except PairsTooLong as error:
+            raise InputError(data, str(error), field="--max-length") from None
     _print_result(result, out, max_length)
 
 
