@@ -106,7 +106,7 @@ def check_cache(path: str | Path) -> Path:
     path = Path(path)
     where = "the answer cache (--cache FILE, or $QUANTMEDIC_CACHE_DIR/judge-responses.sqlite)"
     if path.is_dir():
-        raise InputError(path, f"is a folder, not a file: {where} is an SQLite file")
+        raise InputError(path, f"is a folder, not a file: {where} is an SQLite file", usage=True)
     try:
         with path.open("rb") as handle:
             header = handle.read(len(SQLITE_HEADER))
@@ -119,7 +119,7 @@ def check_cache(path: str | Path) -> Path:
     try:
         check_creatable(path, "--cache")
     except InputError as error:
-        raise InputError(path, f"{error.message}: {where}") from None
+        raise InputError(path, f"{error.message}: {where}", usage=True) from None
     return path
 
 

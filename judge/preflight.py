@@ -3,7 +3,7 @@ file (``judge --out``) or the report folder (``judge-eval --out``), and the answ
 
 A folder where a file goes, a file where a folder goes, an output under a file, an output that is
 the input, or a cache that is not SQLite is an :class:`~quantmedic.taxonomy.errors.InputError`
-(one line, exit 2) before the embedded judge starts or the first request goes out.
+(one line, exit 1) before the embedded judge starts or the first request goes out.
 """
 
 from __future__ import annotations

@@ -80,7 +80,7 @@ def load_prompt(path: str | Path) -> SystemPrompt:
     try:
         template = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise InputError(path, f"cannot read prompt: {exc.strerror}") from None
+        raise InputError(path, f"cannot read prompt: {exc.strerror}", usage=True) from None
     missing = [p for p in REQUIRED_PLACEHOLDERS if p not in template]
     if missing:
         raise InputError(path, f"the prompt template lacks {' and '.join(missing)} (placeholders: "

@@ -177,7 +177,7 @@ def read_report(medicine_dir: str | Path) -> dict[str, Any]:
     path = Path(medicine_dir) / export.REPORT
     if not path.is_file():
         raise InputError(medicine_dir, "is not a medicine folder (no medicine.json); build one with "
-                                       "`quantmedic medicine build`")
+                                       "`quantmedic medicine build`", usage=True)
     try:
         report = json.loads(read_text(path, "medicine report"))
     except json.JSONDecodeError as error:

@@ -15,14 +15,34 @@ class InputError(ValueError):
     'data.jsonl:3: field "steps": missing'
     """
 
-    def __init__(self, path: str | Path, message: str, *, line: int | None = None, field: str | None = None):
+    def __init__(self, path: str | Path, message: str, *, line: int | None = None, field: str | None = None,
+                 usage: bool = False):
         self.path = str(path)
         self.line = line
         self.field = field
         self.message = message
+        self._usage = usage
         where = self.path if line is None else f"{self.path}:{line}"
         what = f'field "{field}": ' if field else ""
         super().__init__(f"{where}: {what}{message}")
+
+    @property
+    def is_usage(self) -> bool:
+        """Whether this is a usage error, about the command line, rather than a data error, about what a file
+        holds: the command line gives them exit 2 and 1. A usage error names an option or argument (``--format``;
+        ``field "--out"`` or ``field "MODEL"``: a path that option or argument cannot take) or a path that does
+        not exist or is the wrong kind (``usage=True``, as typer's own ``exists=True`` checks); an error at a
+        file's line is data.
+
+        >>> InputError("--format", "unknown").is_usage, InputError("o", "is a file", field="--out").is_usage
+        (True, True)
+        >>> InputError("a.jsonl", "no such file", usage=True).is_usage, InputError("a.jsonl", "bad", line=2).is_usage
+        (True, False)
+        """
+        if self.line is not None:
+            return False
+        field = self.field or ""
+        return self._usage or self.path.startswith("--") or field.startswith("--") or field.isupper()
 
 
 class FieldError(ValueError):
@@ -69,11 +89,11 @@ def read_text(path: str | Path, what: str) -> str:
     (naming the line of the first undecodable byte)."""
     path = Path(path)
     if path.is_dir():
-        raise InputError(path, f"is a folder, not a {what} file")
+        raise InputError(path, f"is a folder, not a {what} file", usage=True)
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise InputError(path, f"no such {what} file") from None
+        raise InputError(path, f"no such {what} file", usage=True) from None
     except OSError as error:
         raise InputError(path, f"cannot read {what}: {error.strerror}") from None
     try:

@@ -29,11 +29,11 @@ def open_input(path: str | Path) -> BinaryIO:
     """``path`` opened for reading bytes; a folder, a missing or an unreadable file is an :class:`InputError`."""
     path = Path(path)
     if path.is_dir():
-        raise InputError(path, "is a folder, not a file")
+        raise InputError(path, "is a folder, not a file", usage=True)
     try:
         return path.open("rb")
     except FileNotFoundError:
-        raise InputError(path, "no such file") from None
+        raise InputError(path, "no such file", usage=True) from None
     except OSError as exc:
         raise InputError(path, f"cannot read: {exc.strerror}") from None
 

@@ -37,15 +37,16 @@ def check_creatable(path: PathLike, flag: str) -> None:
     path = Path(path)
     target = path.absolute().parent if path.exists() else _existing_ancestor(path)
     if not target.is_dir():
-        raise InputError(path, f"cannot be created: {target} is a file, not a folder", field=flag)
+        raise InputError(path, f"cannot be created: {target} is a file, not a folder", field=flag, usage=True)
     if not os.access(target, os.W_OK | os.X_OK):
-        raise InputError(path, f"cannot be written: no permission to write in {target}", field=flag)
+        raise InputError(path, f"cannot be written: no permission to write in {target}", field=flag, usage=True)
 
 
 def _not_an_input(path: Path, inputs: Iterable[PathLike | None], flag: str, what: str) -> None:
     for given in inputs:
         if given is not None and path.exists() and same_file(path, given):
-            raise InputError(path, f"is also an input of this command; write the {what} elsewhere", field=flag)
+            raise InputError(path, f"is also an input of this command; write the {what} elsewhere", field=flag,
+                             usage=True)
 
 
 def check_output_file(path: PathLike, *, flag: str = "--out", inputs: Iterable[PathLike | None] = (),
@@ -53,7 +54,7 @@ def check_output_file(path: PathLike, *, flag: str = "--out", inputs: Iterable[P
     """A file this command will write (create, replace or append to)."""
     path = Path(path)
     if path.is_dir():
-        raise InputError(path, f"is a folder; {flag} takes a file", field=flag)
+        raise InputError(path, f"is a folder; {flag} takes a file", field=flag, usage=True)
     _not_an_input(path, inputs, flag, what)
     check_creatable(path, flag)
 
@@ -65,21 +66,21 @@ def check_output_folder(path: PathLike, *, flag: str = "--out", files: Iterable[
     path = Path(path)
     inputs = list(inputs)
     if path.exists() and not path.is_dir():
-        raise InputError(path, f"is a file; {flag} takes a folder", field=flag)
+        raise InputError(path, f"is a file; {flag} takes a folder", field=flag, usage=True)
     _not_an_input(path, inputs, flag, what)
     if whole and path.is_dir():
         inside = [Path(p) for p in inputs if p is not None and Path(p).exists()
                   and Path(p).resolve().is_relative_to(path.resolve())]
         if inside:
             raise InputError(path, f"holds the input {inside[0]}, and the {what} replaces the whole folder; write "
-                                   "it elsewhere", field=flag)
+                                   "it elsewhere", field=flag, usage=True)
     if path.is_dir():
         if not os.access(path, os.W_OK | os.X_OK):
-            raise InputError(path, "cannot be written: no permission to write in it", field=flag)
+            raise InputError(path, "cannot be written: no permission to write in it", field=flag, usage=True)
         for name in files:
             target = path / name
             if target.is_dir():
-                raise InputError(target, f"is a folder where {flag} needs to write a file", field=flag)
+                raise InputError(target, f"is a folder where {flag} needs to write a file", field=flag, usage=True)
             _not_an_input(target, inputs, flag, what)
     else:
         check_creatable(path, flag)

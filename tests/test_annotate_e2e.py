@@ -125,13 +125,13 @@ def test_conflicting_settings_are_refused_before_writing(argilla, verdicts_file,
                "--max-steps", "10", env=env(argilla)).returncode == 0
     result = cli("annotate", "push", verdicts_file, "--dataset", "conflict", "--workspace", argilla.workspace,
                  "--max-steps", "20", env=env(argilla))
-    assert result.returncode == 2 and "exists with other settings" in result.stderr
+    assert result.returncode == 1 and "exists with other settings" in result.stderr
     assert "first_wrong_step" in result.stderr
     taxonomy = tmp_path / "tax.yaml"
     taxonomy.write_text(cli("taxonomy").stdout.replace("logical_reasoning_error", "logic_error"))
     result = cli("annotate", "push", verdicts_file, "--dataset", "conflict", "--workspace", argilla.workspace,
                  "--max-steps", "10", "--taxonomy", taxonomy, env=env(argilla))
-    assert result.returncode == 2 and "subtype" in result.stderr
+    assert result.returncode == 1 and "subtype" in result.stderr
     assert len(list(owner_dataset(argilla, "conflict").records)) == 6
 
 
@@ -144,8 +144,8 @@ def test_errors_are_one_line_with_advice(argilla, verdicts_file, tmp_path):
     ]
     for environment, extra, message in cases:
         result = cli("annotate", "push", verdicts_file, "--dataset", "x", *extra, env=environment)
-        assert result.returncode == 2 and message in result.stderr, result.stderr
+        assert result.returncode == 1 and message in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
     result = cli("annotate", "pull", "--dataset", "missing", "--workspace", argilla.workspace, "--verdicts",
                  verdicts_file, "--out", tmp_path / "r.jsonl", env=env(argilla))
-    assert result.returncode == 2 and 'no dataset "missing"' in result.stderr
+    assert result.returncode == 1 and 'no dataset "missing"' in result.stderr

@@ -100,22 +100,22 @@ def test_dry_run_sends_nothing(faults, tmp_path):
     assert faults.requests() == []
 
 
-def test_malformed_input_exits_2_naming_file_line_field_and_writes_nothing(faults, tmp_path):
+def test_malformed_input_exits_1_naming_file_line_field_and_writes_nothing(faults, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"problem": "p", "steps": ["a"], "label": -1}\n{"problem": "p", "steps": ["a", " "]}\n')
     out = tmp_path / "v.jsonl"
     result = cli("judge", bad, "--base-url", faults.base_url, "-m", "fault", "--out", out)
-    assert result.returncode == 2
+    assert result.returncode == 1
     assert f"{bad}:2" in result.stderr.replace("\n", "") and "steps.1" in result.stderr
     assert not out.exists() and faults.requests() == []
 
 
-def test_broken_taxonomy_exits_2(faults, tmp_path):
+def test_broken_taxonomy_exits_1(faults, tmp_path):
     broken = tmp_path / "tax.yaml"
     broken.write_text("name: x\ncategories:\n  - id: only\n    name: Only\n    definition: d\n    example: e\n")
     result = cli("judge", "processbench-gsm8k", "--base-url", faults.base_url, "-m", "fault", "--out",
                  tmp_path / "v.jsonl", "--taxonomy", broken)
-    assert result.returncode == 2 and "categories.0.subtypes" in result.stderr and f"{broken}:3" in result.stderr
+    assert result.returncode == 1 and "categories.0.subtypes" in result.stderr and f"{broken}:3" in result.stderr
 
 
 def test_refused_key_exits_1_with_advice(faults, tmp_path):

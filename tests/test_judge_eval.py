@@ -103,7 +103,7 @@ def test_every_published_split_format_runs(faults, tmp_path):
 def test_unlabelled_data_is_refused_with_file_and_field(faults, tmp_path):
     result = cli("judge-eval", "gsm8k-solutions", "--base-url", faults.base_url, "-m", "fault",
                  "--out", tmp_path / "e")
-    assert result.returncode == 2 and "label" in result.stderr and "no human label" in result.stderr
+    assert result.returncode == 1 and "label" in result.stderr and "no human label" in result.stderr
     assert not (tmp_path / "e").exists() and faults.requests() == []
 
 
@@ -128,4 +128,4 @@ def test_two_prompts_for_one_model_are_two_judges(faults, tmp_path):
     bad.write_text("Grade the steps, answer in JSON.")
     refused = cli("judge", "processbench-gsm8k", "--base-url", faults.base_url, "-m", "fault", "--prompt", bad,
                   "--out", tmp_path / "v.jsonl")
-    assert refused.returncode == 2 and "lacks {taxonomy} and {schema}" in refused.stderr
+    assert refused.returncode == 1 and "lacks {taxonomy} and {schema}" in refused.stderr

@@ -237,11 +237,11 @@ def test_bad_input_and_missing_hub_token_are_one_line_errors(verdicts, gsm8k_sol
     broken = tmp_path / "v.jsonl"
     broken.write_text(verdicts.read_text().splitlines()[0] + "\n{\"status\": \"ok\"}\n")
     result = cli("medicine", "build", "-v", broken, "-a", gsm8k_solutions, "-o", tmp_path / "m")
-    assert result.returncode == 2 and f"{broken}:2" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 1 and f"{broken}:2" in result.stderr and "Traceback" not in result.stderr
     env = {"HF_TOKEN": "", "HF_HOME": str(tmp_path / "hf-home")}
     pushed = cli("medicine", "build", "-v", verdicts, "-a", gsm8k_solutions, "-o", tmp_path / "p",
                  "--push-to-hub", "me/medicine", env=env)
     assert pushed.returncode == 2 and "HF_TOKEN" in pushed.stderr and not (tmp_path / "p").exists()
     unusable = cli("medicine", "build", "-v", verdicts, "-a", gsm8k_solutions, "-o", tmp_path / "n",
                    "--chosen", "resample")
-    assert unusable.returncode == 2 and "no correct solution to choose: 40" in unusable.stderr
+    assert unusable.returncode == 1 and "no correct solution to choose: 40" in unusable.stderr

@@ -40,17 +40,17 @@ def test_config_errors_name_file_line_and_field(tmp_path):
     bad = tmp_path / "study.yaml"
     bad.write_text("name: s\nmodel: {path: m}\nquantizations:\n  - {method: gptq, bits: 9}\nbenchmark: {name: gsm8k}\n")
     result = cli("run", bad)
-    assert result.returncode == 2 and f"{bad}:4:" in result.stderr and "quantizations.0.bits" in result.stderr
+    assert result.returncode == 1 and f"{bad}:4:" in result.stderr and "quantizations.0.bits" in result.stderr
     unknown = tmp_path / "typo.yaml"
     unknown.write_text(EXAMPLE.read_text().replace("training:", "trainng:"))
     result = cli("run", unknown, "--check")
-    assert result.returncode == 2 and '"trainng"' in result.stderr
+    assert result.returncode == 1 and '"trainng"' in result.stderr
     assert cli("run", EXAMPLE, "--check", "--set", "medicine.budget=0").returncode == 2
     model = tiny_model()  # --check also checks the folders the config names: the example's model must be there
     result = cli("run", EXAMPLE, "--check", "--set", f"model.path={model}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     missing = cli("run", EXAMPLE, "--check", "--set", "model.path=./no-model-here", cwd=tmp_path)
-    assert missing.returncode == 2 and 'field "model.path"' in missing.stderr
+    assert missing.returncode == 1 and 'field "model.path"' in missing.stderr
 
 
 @pytest.mark.slow

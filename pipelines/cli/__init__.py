@@ -30,7 +30,7 @@ from quantmedic.taxonomy.errors import InputError
 from quantmedic.taxonomy.locks import OutputLocked
 
 from . import annotate, evaluation, info, judge, medicine, models, study, training
-from .console import EXIT_ABORTED, EXIT_BAD_INPUT, error as print_error, stderr
+from .console import EXIT_ABORTED, EXIT_DATA, EXIT_USAGE, error as print_error, stderr
 
 if _LOADING:
     signal.signal(signal.SIGINT, _SIGINT)
@@ -54,9 +54,12 @@ def main() -> None:
     """Console-script entry point: clear one-line errors and documented exit codes."""
     try:
         app()  # standalone: usage errors print themselves and exit 2
-    except (InputError, EmbeddedJudgeUnavailable, AnnotateError, ArgillaServerError) as bad:
+    except InputError as bad:  # a bad option is a usage error; a bad file, its line and field, a data error
         print_error(str(bad))
-        sys.exit(EXIT_BAD_INPUT)
+        sys.exit(EXIT_USAGE if bad.is_usage else EXIT_DATA)
+    except (EmbeddedJudgeUnavailable, AnnotateError, ArgillaServerError) as unavailable:
+        print_error(str(unavailable))
+        sys.exit(EXIT_DATA)
     except PoolError as broken:
         print_error(f"{broken}; nothing was lost: rerun the same command")
         sys.exit(EXIT_ABORTED)

@@ -18,9 +18,10 @@ from quantmedic.taxonomy.errors import InputError, pydantic_error_field
 stderr = Console(stderr=True)
 stdout = Console()
 
+EXIT_DATA = 1  # a bad input file, an endpoint or server that refuses, a missing extra, a busy output
 EXIT_ABORTED = 1
 EXIT_CHECK_FAILED = 1
-EXIT_BAD_INPUT = 2
+EXIT_USAGE = 2  # the command line itself: an unknown, missing or invalid option or argument
 
 S = TypeVar("S", bound=BaseModel)
 
@@ -44,11 +45,11 @@ class Commands:
 
 
 def require(modules: tuple[str, ...], extra: str) -> None:
-    """Exit 2 with the install line (one line, the extra's brackets shown) when an optional dependency is missing."""
+    """Exit 1 with the install line (one line, the extra's brackets shown) when an optional dependency is missing."""
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
         error(f'this command needs {", ".join(missing)}: pip install "quantmedic[{extra}]"')
-        raise typer.Exit(EXIT_BAD_INPUT)
+        raise typer.Exit(EXIT_DATA)
 
 
 def error(message: str) -> None:

@@ -1,7 +1,7 @@
 """The ``grade``, ``compare`` and ``evaluate`` commands: grading attempts, the paired comparison of full
 precision with quantized, and the recovery after treatment.
 
-Bad input raises :class:`InputError` (the ``quantmedic`` entry point turns it into exit code 2).
+Bad input raises :class:`InputError` (the ``quantmedic`` entry point turns it into exit code 1, or 2 when it names an option).
 """
 
 from __future__ import annotations
@@ -102,8 +102,9 @@ def _load(path: Path, input_format: str) -> list[Attempt]:
         return load_attempts(path, input_format)
 
 
-@commands.command("grade", epilog="Exit codes: 0 done (ungradable attempts are recorded, not fatal), 1 the "
-                                  "--check-gsm8k agreement is below 99%, 2 bad input or options.")
+@commands.command("grade", epilog="Exit codes: 0 done (ungradable attempts are recorded, not fatal), 1 bad "
+                                  "input data (naming the file, line and field) or the --check-gsm8k agreement is "
+                                  "below 99%, 2 bad options.")
 def grade(
     attempts: Annotated[Optional[str], typer.Argument(
         help="Attempts to grade: quantmedic JSONL (e.g. from generation), any format `quantmedic judge` reads, "
@@ -178,7 +179,7 @@ def compare_command(
                  "failures for `quantmedic judge`)", highlight=False, soft_wrap=True)
 
 
-@evaluate_commands.command("evaluate", epilog="Exit codes: 0 done, 2 bad input.")
+@evaluate_commands.command("evaluate", epilog="Exit codes: 0 done, 1 bad input data, 2 bad options.")
 def evaluate_command(
     full: Annotated[Path, typer.Option("--full", help="Graded attempts of the full-precision model.")],
     before: Annotated[Path, typer.Option("--before", help="Graded attempts of the quantized model.")],

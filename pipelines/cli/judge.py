@@ -26,7 +26,7 @@ from quantmedic.judge.settings import JudgeSettings, build_job, missing_key_warn
 from quantmedic.pipelines.data import SHIPPED, resolve_input
 from quantmedic.taxonomy.model import load_taxonomy
 
-from .console import EXIT_ABORTED, EXIT_BAD_INPUT, Commands, build_settings, described, stderr, stdout
+from .console import EXIT_ABORTED, EXIT_USAGE, Commands, build_settings, described, stderr, stdout
 
 commands = Commands()
 J = JudgeSettings()
@@ -59,8 +59,8 @@ CacheFile = Annotated[Optional[Path], typer.Option("--cache", help="SQLite store
 
 EPILOG = ("Exit codes: 0 done (unscored items are recorded, not fatal), 1 the endpoint refused (wrong key or "
           "model: HTTP 401/403/404) or cannot be reached at all (connection refused, unknown host, no route: checked "
-          "on the first requests, with no retries, and nothing is written), 2 bad input or options (one line on "
-          "stderr). Secrets: the API key, and anything shaped like a bearer token or sk- key, is redacted from "
+          "on the first requests, with no retries, and nothing is written) or an input file is bad (naming its line "
+          "and field), 2 bad options (one line on stderr). Secrets: the API key, and anything shaped like a bearer token or sk- key, is redacted from "
           "every reason, message, cache row and output.")
 
 
@@ -68,7 +68,7 @@ def usage_error(hint: str | None, message: str) -> typer.Exit:
     """Print one line naming the option; the exit (2) to raise."""
     where = f"invalid value for {hint}: " if hint else ""
     stderr.print(f"[red]error:[/red] {escape(where + message)}", highlight=False, soft_wrap=True)
-    return typer.Exit(EXIT_BAD_INPUT)
+    return typer.Exit(EXIT_USAGE)
 
 
 def judge_settings(base_url, model, prompt, **values) -> JudgeSettings:

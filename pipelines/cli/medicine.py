@@ -25,7 +25,7 @@ C = ContinuationSettings()
 
 @medicine_app.command("build", epilog="Writes into --out: README.md (dataset card), data/train-*.parquet, hf/ "
                                       "(save_to_disk), pairs.jsonl, medicine.json. Exit codes: 0 built (or already "
-                                      "built), 2 bad input or no pair could be made.")
+                                      "built), 1 bad input data or no pair could be made, 2 bad options.")
 def build_command(
     verdicts: Annotated[list[Path], typer.Option("--verdicts", "-v", help="Verdicts JSONL from `quantmedic judge` "
                                                                           "(repeatable).")],
@@ -75,7 +75,7 @@ def build_command(
 
 
 @medicine_app.command("continue", epilog="Then: quantmedic medicine build --step-level --attempts OUT ... "
-                                         "Exit codes: 0 done, 2 bad input.")
+                                         "Exit codes: 0 done, 1 bad input data, 2 bad options.")
 def continue_command(
     model: Annotated[str, typer.Argument(help="The model that continues: the quantized model (its correct "
                                               "continuations are resamples) or the full-precision one.")],

@@ -21,7 +21,8 @@ commands = Commands()
 _STAGES = ", ".join(STAGE_KINDS)
 
 
-@commands.command("run", epilog="Exit codes: 0 done, or stopped waiting for reviews; 2 bad config or input.")
+@commands.command("run", epilog="Exit codes: 0 done, or stopped waiting for reviews; 1 a bad config or input file "
+                                "(naming its line and field), a failed stage or a busy study folder; 2 bad options.")
 def run_command(
     study: Annotated[Path, typer.Argument(help="The study config (YAML; see examples/).")],
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Study folder (default: ./study-NAME; not a file).")] = None,

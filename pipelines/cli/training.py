@@ -24,7 +24,8 @@ train_app = typer.Typer(no_args_is_help=True, help="[bold]Train[/bold] adapters 
 
 @train_app.command("dpo", epilog="Writes into --out: the adapter (adapter_model.safetensors, adapter_config.json), "
                                  "quantmedic-train.json, training-log.jsonl, loss.png, checkpoints/ and, with --merge, "
-                                 "merged/. Exit codes: 0 trained (or already trained), 2 bad input or pairs too long.")
+                                 "merged/. Exit codes: 0 trained (or already trained), 1 bad input data, 2 bad options or "
+                                 "pairs longer than --max-length.")
 def train_dpo_command(
     model: Annotated[str, typer.Argument(help="Base model: a folder or Hub id, full precision or quantized (GPTQ, "
                                               "AWQ, compressed-tensors, bitsandbytes).")],

@@ -291,7 +291,7 @@ def load_benchmark(name_or_path: str | Path, *, split: str | None = None, fields
         return problems_from_rows(iter_json_lines(path), source=source or path.stem, where=str(path), fields=fields,
                                   limit=limit, shuffle_choices=shuffle_choices)
     if path.suffix in (".jsonl", ".json") or path.exists():
-        raise InputError(path, "no such file")
+        raise InputError(path, "no such file", usage=True)
     return _load_hub(name, split, fields, limit, shuffle_choices, config, source, dataset_options)
 
 

@@ -86,7 +86,8 @@ class Study(StudyFolder):
         """The folder of a finished stage (an error when it has not finished)."""
         folder = self.finished(name)
         if folder is None:
-            raise StudyError(self.root, f"stage {name} has not finished; run the study without --from first")
+            raise StudyError(self.root, f"stage {name} has not finished; run the study without --from first",
+                             usage=True)
         return folder
 
     def out(self, name: str) -> str:

@@ -70,7 +70,8 @@ class StudyFiles(StudyFolder):
 
     def __init__(self, root: Path):
         if not (Path(root) / STATE).is_file():
-            raise InputError(root, "is not a study folder (no state.json): run `quantmedic run STUDY.yaml` first")
+            raise InputError(root, "is not a study folder (no state.json): run `quantmedic run STUDY.yaml` first",
+                             usage=True)
         super().__init__(root)
         self.locked = self.lock()
         self.verdicts: dict[str, list[Verdict]] | None = None
