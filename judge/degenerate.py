@@ -2,6 +2,8 @@
 
 Three kinds, checked in this order (the first that applies wins):
 
+* ``truncated`` first for a reasoning model whose thinking never ended (no solution was written, so
+  there is nothing else to check; see :attr:`~quantmedic.taxonomy.records.Attempt.truncated_thinking`);
 * ``repetition_loop``: the output ends in a loop: the same step (whitespace-normalised, at least
   8 characters) three or more times in a row, or its last words repeat with a period of 1–64
   words over at least 40 words and 4 periods;
@@ -76,6 +78,9 @@ def _step_of_word(steps: tuple[str, ...], word_index: int) -> int:
 
 def detect_degenerate(attempt: Attempt) -> Degeneracy | None:
     """The attempt's degeneracy, or None when it is a normal output worth judging."""
+    if attempt.truncated_thinking:
+        return Degeneracy(TRUNCATED, len(attempt.steps) - 1, "the thinking never ended: no solution was written "
+                                                              "(cut at the token limit)")
     start = _repeated_steps(attempt.steps)
     if start is not None:
         return Degeneracy(REPETITION_LOOP, start, f"step {start} repeats verbatim")

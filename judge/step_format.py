@@ -5,6 +5,11 @@ The model is asked for explicitly delimited steps, ``Step 1: ...`` one per parag
 through the model's own chat template; the completion is split with
 :func:`quantmedic.judge.segment.split_steps` and its answer read with
 :func:`quantmedic.judge.answers.extract_final_answer`.
+
+A reasoning model's completion is first split into its thinking and its solution
+(:func:`quantmedic.judge.thinking.split_thinking`); the thinking is cut into sections
+(:mod:`quantmedic.judge.sections`), the solution into steps, and the answer is read from the solution
+only. A thinking that never ended leaves no solution: one :data:`NO_SOLUTION` step, no answer.
 """
 
 from __future__ import annotations
@@ -13,8 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from quantmedic.judge.answers import extract_final_answer
+from quantmedic.judge.sections import SectionSettings, split_sections
 from quantmedic.judge.segment import split_steps
-from quantmedic.taxonomy.records import Attempt, Problem, Quantization, Sampling
+from quantmedic.judge.thinking import split_thinking
+from quantmedic.taxonomy.records import NO_SOLUTION, Attempt, Problem, Quantization, Sampling, Thinking
 
 STEP_INSTRUCTION = (
     "Solve the following math problem step by step. Write each step as its own paragraph that starts "
@@ -26,13 +33,49 @@ EMPTY_OUTPUT = "[no output]"
 """The single step of an attempt whose completion is blank (an Attempt needs at least one step)."""
 
 
+CHARS_PER_TOKEN = 3.5
+"""Characters per token of an estimated length (math-heavy English through a BPE tokenizer)."""
+
+
 @dataclass(frozen=True)
 class ModelOutput:
-    """What a backend returned for one prompt: the text and why and after how many tokens it stopped."""
+    """What a backend returned for one prompt: the text and why and after how many tokens it stopped;
+    ``reasoning`` is the thinking when the server returned it apart (``reasoning_content``), and
+    ``prompt`` the prompt text when known (it may have opened the thinking)."""
 
     text: str
     finish_reason: str | None = None
     completion_tokens: int | None = None
+    reasoning: str | None = None
+    prompt: str | None = None
+
+
+def estimate_tokens(text: str) -> int:
+    """An estimate of ``text``'s length in tokens, from its characters (:data:`CHARS_PER_TOKEN`)."""
+    return round(len(text) / CHARS_PER_TOKEN)
+
+
+def split_output(output: ModelOutput, sections: SectionSettings = SectionSettings(),
+                 thinking_tokens: int | None = None) -> tuple[Thinking | None, list[str], str | None]:
+    """The thinking (None: there was none), the solution's steps and its final answer.
+
+    >>> thinking, steps, answer = split_output(ModelOutput("<think>2+2 is 4</think>So \\\\boxed{4}"))
+    >>> thinking.text, thinking.closed, steps, answer
+    ('2+2 is 4', True, ['So \\\\boxed{4}'], '4')
+    >>> split_output(ModelOutput("<think>2+2 is \\\\boxed{5}", "length"))[1:]
+    (['[no solution: the thinking never ended]'], None)
+    """
+    split = split_thinking(output.text, prompt=output.prompt, reasoning=output.reasoning,
+                           finish_reason=output.finish_reason)
+    if split.thinking is None:
+        return None, split_steps(output.text) or [EMPTY_OUTPUT], extract_final_answer(output.text)
+    counted = thinking_tokens is not None
+    thinking = Thinking(text=split.thinking, sections=split_sections(split.thinking, sections), closed=split.closed,
+                        tokens=thinking_tokens if counted else estimate_tokens(split.thinking),
+                        tokens_estimated=not counted, markers=split.markers)
+    if not split.closed:
+        return thinking, [NO_SOLUTION], None
+    return thinking, split_steps(split.solution) or [EMPTY_OUTPUT], extract_final_answer(split.solution)
 
 
 def user_message(problem: Problem) -> str:
@@ -63,16 +106,17 @@ def render_prompt(tokenizer: Any, problem: Problem, system: str | None = None) -
 
 def parse_completion(problem: Problem, completion: ModelOutput, *, model: str,
                      quantization: Quantization | None = None, sampling: Sampling = Sampling(),
-                     source: str | None = None) -> Attempt:
-    """An Attempt from one completion: its steps, final answer, stop reason, length and provenance.
+                     source: str | None = None, sections: SectionSettings = SectionSettings()) -> Attempt:
+    """An Attempt from one completion: its thinking (if any), steps, final answer, stop reason, length and
+    provenance (see the module's docstring).
 
     >>> a = parse_completion(Problem(text="2+2?"), ModelOutput("Step 1: 2+2=4\\n\\nStep 2: \\\\boxed{4}", "stop", 9),
     ...                      model="m")
     >>> a.steps, a.final_answer, a.finish_reason
     (('Step 1: 2+2=4', 'Step 2: \\\\boxed{4}'), '4', 'stop')
     """
-    steps = split_steps(completion.text) or [EMPTY_OUTPUT]
-    return Attempt(problem=problem, steps=tuple(steps), final_answer=extract_final_answer(completion.text),
+    thinking, steps, answer = split_output(completion, sections)
+    return Attempt(problem=problem, steps=tuple(steps), final_answer=answer, thinking=thinking,
                    model=model, quantization=quantization, sampling=sampling,
                    finish_reason=completion.finish_reason, completion_tokens=completion.completion_tokens,
                    source=source)

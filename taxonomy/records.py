@@ -70,8 +70,61 @@ class Sampling(_Record):
     extra: dict[str, Any] = Field(default_factory=dict)
 
 
+class Section(_Record):
+    """One section of a reasoning model's thinking: ``text[start:end]`` of :attr:`Thinking.text`."""
+
+    start: int = Field(ge=0, description="Offset of the section's first character in the thinking text.")
+    end: int = Field(ge=0, description="Offset just past the section's last character.")
+
+
+class Thinking(_Record):
+    """What a reasoning model wrote between ``<think>`` and ``</think>`` (or returned as
+    ``reasoning_content``), segmented into sections that keep their offsets in the text.
+
+    ``closed`` is False when the thinking never ended (cut at the token limit): such an attempt has
+    no solution and no final answer, and is never graded from inside its thinking.
+    """
+
+    text: str = Field(description="The thinking, without its markers.")
+    sections: tuple[Section, ...] = Field((), description="Sections in order; together they cover every "
+                                                          "non-blank part of the text.")
+    closed: bool = Field(True, description="Whether the thinking ended (its closing marker, or a separate "
+                                           "reasoning_content field).")
+    tokens: int | None = Field(None, ge=0, description="The thinking's length in tokens, when counted.")
+    tokens_estimated: bool = Field(False, description="Whether ``tokens`` is an estimate from the characters "
+                                                      "rather than a tokenizer's count.")
+    markers: str | None = Field(None, description="The markers it was found between, e.g. '<think>', "
+                                                  "'reasoning_content'.")
+
+    @model_validator(mode="after")
+    def _sections_in_order(self) -> "Thinking":
+        previous = 0
+        for i, section in enumerate(self.sections):
+            if not previous <= section.start < section.end <= len(self.text):
+                raise ValueError(f"section {i} ({section.start}-{section.end}) is out of order or outside the "
+                                 f"thinking ({len(self.text)} characters)")
+            previous = section.end
+        return self
+
+    @property
+    def chars(self) -> int:
+        return len(self.text)
+
+    def section_text(self, index: int) -> str:
+        section = self.sections[index]
+        return self.text[section.start:section.end]
+
+    @property
+    def section_texts(self) -> tuple[str, ...]:
+        return tuple(self.text[s.start:s.end] for s in self.sections)
+
+
 class Attempt(_Record):
-    """One model's step-by-step solution to a problem, with its provenance and correctness."""
+    """One model's step-by-step solution to a problem, with its provenance and correctness.
+
+    A reasoning model's attempt also has its ``thinking``; ``steps`` are then the solution written
+    after it (a single placeholder step when the thinking never ended: see :data:`NO_SOLUTION`).
+    """
 
     id: str = ""
     problem: Problem
@@ -87,6 +140,9 @@ class Attempt(_Record):
     completion_tokens: int | None = Field(None, description="Tokens the model generated for this solution.")
     grading: str | None = Field(None, description="How correctness was decided, e.g. 'math-verify', "
                                                   "'ungradable: timeout'.")
+    thinking: Thinking | None = Field(None, description="A reasoning model's thinking, apart from its solution.")
+    solution_tokens: int | None = Field(None, ge=0, description="Tokens of the solution after the thinking, "
+                                                                "when counted.")
 
     @field_validator("steps")
     @classmethod
@@ -106,6 +162,8 @@ class Attempt(_Record):
                 "quantization": self.quantization.model_dump(mode="json") if self.quantization else None,
                 "sample": self.sampling.sample_index,
             }
+            if self.thinking is not None:  # only then: the ids of attempts without thinking stay as they were
+                payload["thinking"] = self.thinking.text
             object.__setattr__(self, "id", content_id("a", payload))
         return self
 
@@ -113,8 +171,18 @@ class Attempt(_Record):
     def solution_text(self) -> str:
         return "\n".join(self.steps)
 
+    @property
+    def truncated_thinking(self) -> bool:
+        """Whether this is a reasoning model's attempt whose thinking never ended."""
+        return self.thinking is not None and not self.thinking.closed
+
+
+NO_SOLUTION = "[no solution: the thinking never ended]"
+"""The single step of an attempt whose thinking was cut off before any solution was written."""
+
 
 Status = Literal["ok", "unscored"]
+JudgeScope = Literal["solution", "thinking", "both"]
 
 
 class Usage(_Record):
@@ -137,6 +205,8 @@ class JudgeAnswer(_Record):
     status: Status
     reason: str | None = Field(None, description="Why the answer is unscored.")
     first_wrong_step: int | None = None
+    first_wrong_section: int | None = Field(None, description="In a thinking window's answer: the first wrong "
+                                                             "section of the thinking (-1: none), if judged.")
     category: str | None = None
     subtype: str | None = None
     explanation: str | None = None
@@ -152,6 +222,11 @@ class Verdict(_Record):
     ``first_wrong_step`` is a 0-based index into ``attempt.steps``, or -1 when no step is wrong.
     With several judges the top-level fields hold the majority and ``judges`` keeps every answer.
     An ``unscored`` verdict (no valid answer) never counts as a diagnosis: its fields are None.
+
+    A reasoning model's attempt can be judged over its thinking (``scope`` 'thinking' or 'both'):
+    ``first_wrong_section`` is then a 0-based index into ``attempt.thinking.sections`` (-1: none
+    wrong), and ``first_wrong_step`` the solution's first wrong step when the solution was judged
+    too ('both'), None when it was not ('thinking').
     """
 
     id: str = ""
@@ -159,6 +234,9 @@ class Verdict(_Record):
     status: Status
     reason: str | None = None
     first_wrong_step: int | None = Field(None, ge=-1)
+    first_wrong_section: int | None = Field(None, ge=-1, description="The thinking's first wrong section "
+                                                                     "(-1: none), when the thinking was judged.")
+    scope: JudgeScope = Field("solution", description="What was judged: the solution, the thinking, or both.")
     category: str | None = None
     subtype: str | None = None
     explanation: str | None = None
