@@ -20,7 +20,7 @@ from typing import Any
 from quantmedic.judge.answers import extract_final_answer
 from quantmedic.judge.sections import SectionSettings, split_sections
 from quantmedic.judge.segment import split_steps
-from quantmedic.judge.thinking import split_thinking
+from quantmedic.judge.thinking import MARKERS, split_thinking
 from quantmedic.taxonomy.records import NO_SOLUTION, Attempt, Problem, Quantization, Sampling, Thinking
 
 STEP_INSTRUCTION = (
@@ -29,6 +29,9 @@ STEP_INSTRUCTION = (
     "the last step as \\boxed{ANSWER}."
 )
 CHOICE_INSTRUCTION = "Put only the letter of the correct option in \\boxed{}."
+REASONING_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+"""What reasoning models are asked (DeepSeek-R1's recommended prompt, lighteval's and *Quantization Hurts
+Reasoning?*'s): after the problem, with no step format — they think first, then write the solution."""
 EMPTY_OUTPUT = "[no output]"
 """The single step of an attempt whose completion is blank (an Attempt needs at least one step)."""
 
@@ -95,6 +98,38 @@ def step_messages(problem: Problem, system: str | None = None) -> list[dict[str,
     """
     messages = [{"role": "system", "content": system}] if system else []
     return messages + [{"role": "user", "content": user_message(problem)}]
+
+
+def reasoning_messages(problem: Problem, system: str | None = None) -> list[dict[str, str]]:
+    """Chat messages for a reasoning model: the problem, its options if any, and :data:`REASONING_INSTRUCTION`.
+
+    >>> reasoning_messages(Problem(text="1+1?"))[-1]["content"]
+    '1+1?\\n\\nPlease reason step by step, and put your final answer within \\\\boxed{}.'
+    """
+    parts = [problem.text.strip()]
+    if problem.choices:
+        parts += ["\n".join(f"{chr(ord('A') + i)}. {c}" for i, c in enumerate(problem.choices)), CHOICE_INSTRUCTION]
+    parts.append(REASONING_INSTRUCTION)
+    messages = [{"role": "system", "content": system}] if system else []
+    return messages + [{"role": "user", "content": "\n\n".join(parts)}]
+
+
+def trace_text(attempt: Attempt) -> str:
+    """A reasoning model's whole answer as it wrote it: ``<think>`` thinking ``</think>`` then the solution
+    (the solution alone for an attempt without thinking). The text of a DPO pair's chosen or rejected turn.
+
+    >>> a = parse_completion(Problem(text="2+2?"), ModelOutput("<think>2+2 is 4</think>So \\\\boxed{4}"), model="m")
+    >>> trace_text(a)
+    '<think>\\n2+2 is 4\\n</think>\\n\\nSo \\\\boxed{4}'
+    """
+    solution = "\n\n".join(attempt.steps)
+    if attempt.thinking is None:
+        return solution
+    opening = attempt.thinking.markers if (attempt.thinking.markers or "").startswith(("<", "◁")) else "<think>"
+    closing = next((c for o, c in MARKERS if o == opening), "</think>")
+    if not attempt.thinking.closed:
+        return f"{opening}\n{attempt.thinking.text}"
+    return f"{opening}\n{attempt.thinking.text}\n{closing}\n\n{solution}"
 
 
 def render_prompt(tokenizer: Any, problem: Problem, system: str | None = None) -> str:

@@ -13,6 +13,11 @@ SHIPPED = {
     "math500": ("math500/test.jsonl", "MATH-500 test problems (MIT)"),
     "gsm8k": ("gsm8k/test.jsonl", "GSM8K test problems (MIT)"),
     "aime24": ("aime24/test.jsonl", "AIME 2024 problems (MIT; problems (c) MAA)"),
+    "aime90": ("aime/aime90.jsonl", "AIME 2022-2024, the AIME-90 of Quantization Hurts Reasoning? (MIT; problems (c) MAA)"),
+    "aime25": ("aime/aime25.jsonl", "AIME 2025 I and II (Apache-2.0; problems (c) MAA)"),
+    "r1-kv3-math500-traces": ("reasoning/r1distill15b_kvquant-kv3_MATH-500.json",
+                              "100 real reasoning traces of DeepSeek-R1-Distill-Qwen-1.5B with a 3-bit KV cache on "
+                              "MATH-500, lighteval's details format with its correctness labels (MIT)"),
 }
 
 
