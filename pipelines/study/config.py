@@ -25,7 +25,8 @@ from quantmedic.pipelines.evaluation.benchmarks import BenchmarkSettings
 from quantmedic.pipelines.models.generation_config import GenerationSettings
 from quantmedic.pipelines.models.quantize_config import QuantizeSettings
 from quantmedic.pipelines.training.dpo_config import DPOSettings
-from quantmedic.taxonomy.errors import FieldError, InputError, parse_yaml_mapping, read_text, validation_error
+from quantmedic.taxonomy.errors import (FieldError, InputError, parse_yaml_mapping, pydantic_error_field, read_text,
+                                        validation_error)
 from quantmedic.taxonomy.model import DEGENERATE
 
 
@@ -151,4 +152,10 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> tuple[St
     try:
         return StudyConfig.model_validate(data), data
     except ValidationError as error:
+        first = error.errors()[0]
+        where = pydantic_error_field(first)
+        for item in overrides or []:  # a bad --set value is a usage error, not the file's line
+            key = item.partition("=")[0]
+            if where == key or where.startswith(key + ".") or key.startswith(where + "."):
+                raise InputError("--set", f"{item}: {first['msg'].removeprefix('Value error, ')}") from None
         raise validation_error(error, path, text) from None
