@@ -146,6 +146,7 @@ def test_json_markdown_and_docstrings():
     first = data["right_to_wrong"][0]
     assert (first["full_precision_answer"], first["quantized_answer"]) == ("5", "6")
     assert data["outputs"]["quantized"]["degenerate_kinds"] == {"repetition_loop": 1, "truncated": 1}
+    assert "lengths" not in data and c.fp_lengths is None  # no thinking on either side: no length statistics
     json.dumps(data)
     markdown = to_markdown(c)
     assert "| toy (full precision) | 75.0% [46.8, 91.1] (9/12) |" in markdown
@@ -180,6 +181,7 @@ def test_the_summary_reads_back_what_the_report_needs(tmp_path):
     assert dict(summary.quantized.outputs.degenerate_kinds) == {"repetition_loop": 1, "truncated": 1}
     assert (summary.quantized.outputs.degenerate.correct, summary.quantized.outputs.degenerate.n) == (2, 13)
     assert [g.group for g in summary.by_subject] == ["Algebra", "Geometry"] and len(summary.by_level) == 3
+    assert summary.full_precision.lengths is None and summary.quantized.lengths is None
     failures = read_records(tmp_path / "out" / ALL_FAILURES, Attempt)
     assert failures == [a for a in quant if a.correct is False] and len(failures) == 7
     (tmp_path / "bad.json").write_text('{"pairs": {}}')

@@ -29,9 +29,11 @@ from quantmedic.taxonomy.errors import InputError
 from quantmedic.taxonomy.jsonl import write_atomic, write_records
 from quantmedic.taxonomy.records import Attempt
 
-from quantmedic.pipelines.evaluation.comparison_figures import accuracy_plot, flips_plot
+from quantmedic.pipelines.evaluation.comparison_figures import accuracy_plot, flips_plot, lengths_plot
 from quantmedic.pipelines.evaluation.comparison_json import COMPARISON_JSON, to_json
 from quantmedic.pipelines.evaluation.grading import attempt_label
+from quantmedic.pipelines.evaluation.length_tables import lengths_markdown
+from quantmedic.pipelines.evaluation.lengths import LengthSummary
 
 PairKey = tuple[str, int]
 
@@ -40,6 +42,7 @@ COMPARISON_MD = "comparison.md"
 ACCURACY_BY_SUBJECT_PNG = "accuracy_by_subject.png"
 ACCURACY_BY_LEVEL_PNG = "accuracy_by_level.png"  # only when the problems have levels
 FLIPS_PNG = "flips.png"
+LENGTHS_PNG = "lengths.png"  # only when either side has reasoning traces (thinking)
 FLIPPED_FAILURES = "flipped_failures.jsonl"  # the quantized attempts that went right → wrong
 ALL_FAILURES = "failures.jsonl"  # every quantized attempt graded wrong
 
@@ -146,6 +149,8 @@ class Comparison:
     by_level: tuple[GroupComparison, ...]
     fp_outputs: OutputStats
     quant_outputs: OutputStats
+    fp_lengths: LengthSummary | None = None  # both None unless either side has thinking
+    quant_lengths: LengthSummary | None = None
 
     @property
     def usable(self) -> int:
@@ -233,6 +238,9 @@ def compare(fp_attempts: Sequence[Attempt], quant_attempts: Sequence[Attempt], *
     right_to_wrong = tuple((fp, q) for fp, q in usable if fp.correct and not q.correct)
     wrong_to_right = tuple((fp, q) for fp, q in usable if not fp.correct and q.correct)
     unit = "tokens" if all(a.completion_tokens is not None for pair in present for a in pair) else "words"
+    lengths = (LengthSummary.of(fp for fp, _ in present), LengthSummary.of(q for _, q in present))
+    if not any(s.has_thinking for s in lengths):
+        lengths = (None, None)
     return Comparison(
         fp_label=fp_label or _label(fp_attempts, "full precision"),
         quant_label=quant_label or _label(quant_attempts, "quantized"),
@@ -249,7 +257,7 @@ def compare(fp_attempts: Sequence[Attempt], quant_attempts: Sequence[Attempt], *
         by_subject=_groups(usable, lambda a: a.problem.subject),
         by_level=_groups(usable, lambda a: a.problem.level),
         fp_outputs=_outputs([fp for fp, _ in present], unit),
-        quant_outputs=_outputs([q for _, q in present], unit))
+        quant_outputs=_outputs([q for _, q in present], unit), fp_lengths=lengths[0], quant_lengths=lengths[1])
 
 
 # --- the Markdown report (the JSON one is in comparison_json) -------------------------------------
@@ -290,6 +298,8 @@ def to_markdown(c: Comparison, max_flips: int = 20) -> str:
         f"| right | {c.both_right} | {len(c.right_to_wrong_pairs)} |",
         f"| wrong | {len(c.wrong_to_right_pairs)} | {c.both_wrong} |", "",
     ]
+    lines += lengths_markdown([(c.fp_label, _pct(c.fp), c.fp_lengths),
+                               (c.quant_label, _pct(c.quant), c.quant_lengths)])
     lines += _group_table("subject", c.by_subject, c) + _group_table("level", c.by_level, c)
     lines += ["## Outputs", "", "| | mean length | degenerate | kinds |", "|---|---|---|---|"]
     for label, stats in ((c.fp_label, c.fp_outputs), (c.quant_label, c.quant_outputs)):
@@ -333,9 +343,12 @@ def write_comparison(fp: list[Attempt], quant: list[Attempt], out: Path, *, fp_l
         accuracy_plot(comparison, out / ACCURACY_BY_LEVEL_PNG, comparison.by_level, title="Accuracy by level")
         written.append(ACCURACY_BY_LEVEL_PNG)
     flips_plot(comparison, out / FLIPS_PNG)
+    if comparison.fp_lengths is not None:
+        lengths_plot(comparison, fp, quant, out / LENGTHS_PNG)
     write_records(out / FLIPPED_FAILURES, comparison.right_to_wrong)
     write_records(out / ALL_FAILURES, [a for a in quant if a.correct is False])
-    written += [FLIPS_PNG, FLIPPED_FAILURES, ALL_FAILURES]
+    written += [FLIPS_PNG, *([LENGTHS_PNG] if comparison.fp_lengths is not None else []), FLIPPED_FAILURES,
+                ALL_FAILURES]
     return comparison, written
 
 

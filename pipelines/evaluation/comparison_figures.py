@@ -1,5 +1,5 @@
 """The figures of a full-precision vs. quantized comparison (:mod:`quantmedic.pipelines.evaluation.compare`):
-accuracy per group with 95% Wilson intervals, and the flips.
+accuracy per group with 95% Wilson intervals, the flips, and (reasoning models) the thinking lengths.
 
 matplotlib is loaded (through :mod:`quantmedic.judge.figures`) only when a figure is drawn.
 """
@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from quantmedic.taxonomy.records import Attempt
+
     from quantmedic.pipelines.evaluation.compare import Comparison, GroupComparison
 
 
@@ -61,4 +63,49 @@ def flips_plot(c: Comparison, path: str | Path) -> Path:
     ax.set_title(f"Flips from {c.fp_label} to {c.quant_label} (McNemar p = {c.p_value:.3g})")
     ax.invert_yaxis()
     ax.legend(loc="lower right", fontsize=8)
+    return figures.save_figure(fig, path)
+
+
+def _present_tokens(mine: Sequence[Attempt], other: Sequence[Attempt]) -> list[tuple[int, bool | None]]:
+    """Thinking tokens and outcome of ``mine``'s attempts that have thinking and a counterpart in ``other``."""
+    from quantmedic.pipelines.evaluation.lengths import thinking_tokens
+
+    keys = {(a.problem.id, a.sampling.sample_index) for a in other}
+    return [(t, a.correct) for a in mine
+            if (a.problem.id, a.sampling.sample_index) in keys and (t := thinking_tokens(a)) is not None]
+
+
+def lengths_plot(c: Comparison, fp: Sequence[Attempt], quant: Sequence[Attempt], path: str | Path) -> Path:
+    """Thinking tokens of both sides over the present pairs: their distributions (left) and by outcome (right)."""
+    figures = _figures()
+    sides = [(label, color, _present_tokens(mine, other)) for label, color, mine, other in
+             ((c.fp_label, "#4C72B0", fp, quant), (c.quant_label, "#DD8452", quant, fp))]
+    fig, (left, right) = figures.plt.subplots(1, 2, figsize=(11, 4.2))
+    values = [t for _, _, rows in sides for t, _ in rows]
+    bins = figures.np.linspace(0, max(values) if values else 1, 31)
+    boxes, names, colors = [], [], []
+    for label, color, rows in sides:
+        if not rows:
+            left.plot([], [], color=color, label=f"{label}: no thinking")
+            continue
+        tokens = [t for t, _ in rows]
+        left.hist(tokens, bins=bins, histtype="step", linewidth=1.8, color=color, label=f"{label} (n={len(rows)})")
+        left.axvline(sum(tokens) / len(tokens), color=color, linestyle="--", linewidth=1)
+        for outcome, name in ((True, "right"), (False, "wrong")):
+            if group := [t for t, correct in rows if correct is outcome]:
+                boxes.append(group)
+                names.append(f"{label}\n{name} (n={len(group)})")
+                colors.append(color)
+    left.set_xlabel("thinking tokens (dashed: mean)")
+    left.set_ylabel("traces")
+    left.set_title("Thinking length")
+    left.legend(fontsize=8)
+    if boxes:
+        parts = right.boxplot(boxes, patch_artist=True, showmeans=True)
+        for box, color in zip(parts["boxes"], colors):
+            box.set_facecolor(color)
+            box.set_alpha(0.5)
+        right.set_xticks(range(1, len(boxes) + 1), names, fontsize=7)
+    right.set_ylabel("thinking tokens")
+    right.set_title("Thinking length by outcome (triangle: mean)")
     return figures.save_figure(fig, path)

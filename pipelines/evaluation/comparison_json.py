@@ -2,7 +2,9 @@
 typed data (:class:`ComparisonSummary`: everything but the flipped attempts themselves).
 
 Values in the file are rounded (accuracies, differences and interval ends to 6 decimals, mean
-lengths to 3), so a summary read back holds the rounded values.
+lengths to 3), so a summary read back holds the rounded values. The key ``lengths`` (reasoning
+traces' length statistics, :mod:`~quantmedic.pipelines.evaluation.lengths`) is there only when
+either side has thinking.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from quantmedic.judge.metrics import Interval
 from quantmedic.taxonomy.errors import InputError
+
+from quantmedic.pipelines.evaluation.lengths import LengthSummary
 
 if TYPE_CHECKING:
     from quantmedic.taxonomy.records import Attempt
@@ -55,7 +59,7 @@ def _flip_json(fp: Attempt, quant: Attempt) -> dict:
 
 def to_json(c: Comparison) -> dict:
     """The comparison as plain JSON data (flips as problem ids and answers, not whole attempts)."""
-    return {
+    data = {
         "full_precision": {"label": c.fp_label, "attempts": c.fp_total, "unpaired": c.unpaired_fp,
                            **_accuracy_json(c.fp)},
         "quantized": {"label": c.quant_label, "attempts": c.quant_total, "unpaired": c.unpaired_quant,
@@ -72,6 +76,9 @@ def to_json(c: Comparison) -> dict:
         "right_to_wrong": [_flip_json(fp, q) for fp, q in c.right_to_wrong_pairs],
         "wrong_to_right": [_flip_json(fp, q) for fp, q in c.wrong_to_right_pairs],
     }
+    if c.fp_lengths is not None and c.quant_lengths is not None:
+        data["lengths"] = {"full_precision": c.fp_lengths.to_json(), "quantized": c.quant_lengths.to_json()}
+    return data
 
 
 # --- reading ----------------------------------------------------------------------------------------
@@ -114,7 +121,8 @@ class OutputSummary:
 @dataclass(frozen=True)
 class SideSummary:
     """One side: its label, attempts (``unpaired`` of them had no counterpart), and its accuracy over the
-    usable pairs (``correct`` of ``n``) with the 95% Wilson interval."""
+    usable pairs (``correct`` of ``n``) with the 95% Wilson interval; ``lengths``: its reasoning traces'
+    length statistics over the present pairs (None unless either side has thinking)."""
 
     label: str
     attempts: int
@@ -124,6 +132,7 @@ class SideSummary:
     accuracy: float | None
     wilson95: Interval | None
     outputs: OutputSummary
+    lengths: LengthSummary | None = None
 
 
 @dataclass(frozen=True)
@@ -173,7 +182,8 @@ class ComparisonSummary:
         def side(name: str) -> SideSummary:
             s = data[name]
             return SideSummary(s["label"], s["attempts"], s["unpaired"], s["correct"], s["n"], s["accuracy"],
-                               _interval(s["wilson95"]), OutputSummary.from_json(data["outputs"][name]))
+                               _interval(s["wilson95"]), OutputSummary.from_json(data["outputs"][name]),
+                               LengthSummary.from_json(data.get("lengths", {}).get(name)))
 
         def groups(key: str) -> tuple[GroupSummary, ...]:
             return tuple(GroupSummary(g["group"], Rate.from_json(g["full_precision"]), Rate.from_json(g["quantized"]),

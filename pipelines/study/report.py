@@ -1,8 +1,9 @@
 """``quantmedic report STUDY_DIR``: a self-contained HTML report (and Markdown) of a study.
 
 Sections: accuracy of each model with intervals and the drop; the flips; the error-category mix
-per model (stacked bars) and a radar chart per model size; where the first wrong step falls; the
-judge's meta-evaluation and its human-verified diagnostic accuracy; the medicine's make-up; the
+per model (stacked bars) and a radar chart per model size; where the first wrong step falls; for
+reasoning models (only when there are traces), their lengths and the error mix by position in the
+thinking; the judge's meta-evaluation and its human-verified diagnostic accuracy; the medicine's make-up; the
 accuracy recovered. Every figure is also a PNG under ``figures/`` and every table a CSV under
 ``tables/``; the HTML embeds the figures as data URIs, so it renders offline.
 """
@@ -20,7 +21,10 @@ from pathlib import Path
 from quantmedic.annotate.report import diagnostic_report
 from quantmedic.judge.figures import np, plt, save_figure
 from quantmedic.medicine.build import read_report
+from quantmedic.pipelines.evaluation.compare import LENGTHS_PNG
 from quantmedic.pipelines.evaluation.comparison_json import ComparisonSummary
+from quantmedic.pipelines.evaluation.length_tables import LENGTH_HEADERS, estimate_notes, length_rows
+from quantmedic.pipelines.evaluation.section_positions import POSITION_HEADERS, SectionPositionMix
 from quantmedic.pipelines.evaluation.recovery import RecoverySummary
 from quantmedic.taxonomy.errors import InputError
 from quantmedic.taxonomy.outputs import check_output_folder
@@ -31,7 +35,7 @@ from quantmedic.taxonomy.records import Review, Verdict
 from . import layout as L
 from .layout import STATE, StudyFolder, stage_name as S
 
-SECTIONS = ("accuracy", "flips", "categories", "positions", "judge", "medicine", "recovery")
+SECTIONS = ("accuracy", "flips", "categories", "positions", "lengths", "judge", "medicine", "recovery")
 
 
 @dataclass
@@ -208,6 +212,29 @@ def positions_section(files: StudyFiles) -> Section:
                    [Table("first_wrong_steps", ["model", "attempt", "first wrong step", "steps"], rows)], figures)
 
 
+def lengths_section(files: StudyFiles) -> Section | None:
+    """Reasoning traces' lengths per model and the error mix by position in the thinking (None: no traces)."""
+    sides, figures = [], []
+    for q in files.quantizations():
+        c = files.comparison(q)
+        if c and c.quantized.lengths is not None:
+            if not sides:
+                sides.append((c.full_precision.label, _pct(c.full_precision.accuracy), c.full_precision.lengths))
+            sides.append((q, _pct(c.quantized.accuracy), c.quantized.lengths))
+            if figure := files.output(S("compare", q), LENGTHS_PNG):
+                figures.append((f"lengths-{q}", figure))
+    mixes = {q: SectionPositionMix.of(vs) for q, vs in _verdicts(files).items()}
+    positions = [[q, *row] for q, mix in mixes.items() if mix.all.total for row in mix.table()[1]]
+    if not sides and not positions:
+        return None
+    text = ("Lengths over the compare stage's present pairs; means with 95% Student-t intervals, medians in "
+            "parentheses. The error mix by position: the first wrong section of the thinking the judge found, at "
+            "section index / sections, in quarters of the trace. " + " ".join(estimate_notes(sides)))
+    return Section("lengths", "Reasoning: lengths and where the thinking goes wrong", text.strip(),
+                   [Table("lengths", LENGTH_HEADERS, length_rows(sides)),
+                    Table("section_positions", ["quantization", *POSITION_HEADERS], positions)], figures)
+
+
 def _markdown_table(markdown: str) -> Table | None:
     lines = [l for l in markdown.splitlines() if l.startswith("|")]
     if len(lines) < 2:
@@ -277,8 +304,8 @@ def recovery_section(files: StudyFiles) -> Section:
                                              "share before", "share after"], shifts)], figures)
 
 
-BUILDERS = (accuracy_section, flips_section, categories_section, positions_section, judge_section, medicine_section,
-            recovery_section)
+BUILDERS = (accuracy_section, flips_section, categories_section, positions_section, lengths_section, judge_section,
+            medicine_section, recovery_section)
 
 
 def _save(figures, out: Path) -> list[Path]:
@@ -321,6 +348,8 @@ def write_report(root: str | Path, out: str | Path | None = None) -> Path:
     sections = []
     for build in BUILDERS:
         section = build(files)
+        if section is None:  # a section with nothing to show in this study (lengths without reasoning traces)
+            continue
         section.figures = _save(section.figures, out)
         for table in section.tables:
             write_atomic(out / "tables" / f"{table.name}.csv", [table.csv()])
