@@ -1,6 +1,12 @@
 """Input adapters: read attempts from quantmedic JSONL, ProcessBench-style JSON/JSONL, the GSM8K
-model-solutions file, or generic ``problem`` + ``solution`` JSONL (split into steps by
-:mod:`quantmedic.judge.segment`). ``load_attempts`` detects the format from the first record."""
+model-solutions file, lighteval's details records (:mod:`quantmedic.judge.lighteval`), or generic ``problem`` +
+``solution`` JSONL (split into steps by :mod:`quantmedic.judge.segment`). ``load_attempts`` detects the format
+from the first record.
+
+A reasoning model's thinking: in ``text`` records, a ``reasoning_content``, ``reasoning`` or ``thinking`` text
+beside the solution is the thinking (else ``<think>`` markers in the solution, or a ``prompt`` that opened one,
+are split by :func:`quantmedic.judge.step_format.split_output`); in ``quantmedic`` records, such a text (rather
+than a ``thinking`` object) becomes the attempt's :class:`~quantmedic.taxonomy.records.Thinking`."""
 
 from __future__ import annotations
 
@@ -14,9 +20,13 @@ from quantmedic.taxonomy.jsonl import iter_json_lines, open_input, validate_reco
 from quantmedic.taxonomy.records import Attempt, Problem
 
 from .answers import extract_final_answer
+from .lighteval import is_lighteval, lighteval_attempts
 from .segment import split_steps
+from .step_format import ModelOutput, split_output
 
-FORMATS = ("auto", "quantmedic", "processbench", "gsm8k-solutions", "text")
+FORMATS = ("auto", "quantmedic", "processbench", "gsm8k-solutions", "lighteval", "text")
+REASONING_KEYS = ("reasoning_content", "reasoning", "thinking")
+"""Fields that hold a reasoning model's thinking apart from its solution (the first present wins)."""
 GSM8K_SOLUTION_SETS = ("6b_finetuning", "175b_verification")
 _CALCULATOR_NOTE = re.compile(r"<<[^<>]*>>")
 
@@ -122,14 +132,29 @@ def _gsm8k_solutions(obj: dict, path: Path, line: int) -> list[Attempt]:
     return attempts
 
 
+def _reasoning(obj: dict, path: Path, line: int) -> tuple[str | None, str | None]:
+    """``(key, text)`` of the thinking a record gives apart from its solution, if any."""
+    for key in REASONING_KEYS:
+        value = obj.get(key)
+        if value is None or (key == "thinking" and isinstance(value, dict)):
+            continue
+        if not isinstance(value, str):
+            raise InputError(path, f"expected text, got {type(value).__name__}", line=line, field=key)
+        return key, value
+    return None, None
+
+
 def _text(obj: dict, path: Path, line: int) -> Attempt:
     text_key = next((k for k in ("problem", "question") if k in obj), "problem")
     sol_key = next((k for k in ("solution", "response", "output") if k in obj), "solution")
     text = _require(obj, text_key, str, path, line)
     solution = _require(obj, sol_key, str, path, line)
-    steps = split_steps(solution)
-    if not steps:
+    _, reasoning = _reasoning(obj, path, line)
+    prompt = obj.get("prompt") if isinstance(obj.get("prompt"), str) else None
+    if not solution.strip() and not (reasoning or "").strip():
         raise InputError(path, "empty solution", line=line, field=sol_key)
+    thinking, steps, final = split_output(ModelOutput(solution, obj.get("finish_reason"), reasoning=reasoning,
+                                                      prompt=prompt))
     try:
         correct = _as_bool(obj.get("correct", obj.get("is_correct")))
     except ValueError as exc:
@@ -137,8 +162,18 @@ def _text(obj: dict, path: Path, line: int) -> Attempt:
     answer = obj.get("reference_answer", obj.get("answer"))
     problem = Problem(text=text, reference_answer=None if answer is None else str(answer), source=path.stem)
     return Attempt(problem=problem, steps=tuple(steps), correct=correct, model=str(obj.get("model", "unknown")),
-                   final_answer=extract_final_answer(solution), finish_reason=obj.get("finish_reason"),
-                   source=str(path))
+                   final_answer=final, finish_reason=obj.get("finish_reason"), thinking=thinking, source=str(path))
+
+
+def _quantmedic(obj: dict, path: Path, line: int) -> Attempt:
+    """A quantmedic record; a thinking given as text (see the module docstring) becomes its Thinking."""
+    key, reasoning = _reasoning(obj, path, line)
+    if key is None:
+        return validate_record(Attempt, obj, path, line)
+    rest = {k: v for k, v in obj.items() if k != key}
+    attempt = validate_record(Attempt, rest, path, line)
+    thinking, _, _ = split_output(ModelOutput(attempt.solution_text, attempt.finish_reason, reasoning=reasoning))
+    return validate_record(Attempt, {**rest, "thinking": thinking.model_dump() if thinking else None}, path, line)
 
 
 def detect_format(obj: dict) -> str:
@@ -149,6 +184,8 @@ def detect_format(obj: dict) -> str:
         return "gsm8k-solutions"
     if "problem" in obj and isinstance(obj.get("steps"), list):
         return "processbench"
+    if is_lighteval(obj):
+        return "lighteval"
     return "text"
 
 
@@ -160,11 +197,13 @@ def _records(path: Path) -> Iterator[tuple[int, dict]]:
 
 def _parse(obj: dict, kind: str, path: Path, line: int) -> list[Attempt]:
     if kind == "quantmedic":
-        return [validate_record(Attempt, obj, path, line)]
+        return [_quantmedic(obj, path, line)]
     if kind == "processbench":
         return [_processbench(obj, path, line)]
     if kind == "gsm8k-solutions":
         return _gsm8k_solutions(obj, path, line)
+    if kind == "lighteval":
+        return lighteval_attempts(obj, path, line)
     return [_text(obj, path, line)]
 
 

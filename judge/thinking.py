@@ -11,7 +11,8 @@ The rules, applied to one model output (pure functions, no model or tokenizer ne
    ``<|begin_of_thought|>``/``<|end_of_thought|>`` (Sky-T1, Bespoke-Stratos) and ``◁think▷``/``◁/think▷``
    (Kimi). The thinking starts at an opening marker at the very start of the text (blanks before it
    are ignored), or at the start of the text when the *prompt* already opened it (R1's chat template
-   ends with ``<think>\\n``), or — a closing marker with no opening one — at the start of the text.
+   ends with ``<think>\\n``), or — a closing marker with no opening one — at the start of the text. An output
+   that repeats the opening marker its prompt already opened begins with that one opening, not a nested one.
 3. **Nesting.** Inside the thinking, further opening markers nest: the thinking ends at the closing
    marker that brings the depth back to zero. A thinking that never ends is **unclosed**: the whole
    rest of the text is thinking, there is no solution (the output was cut at the token limit, or is
@@ -95,6 +96,9 @@ def split_thinking(text: str, *, prompt: str | None = None, reasoning: str | Non
     True
     >>> split_thinking("a <think>b</think> c</think> d").thinking
     'a <think>b</think> c'
+    >>> s = split_thinking("<think>\\nHmm</think>\\n4", prompt="<｜Assistant｜><think>\\n")
+    >>> s.thinking, s.solution, s.closed
+    ('Hmm', '4', True)
     """
     if reasoning is not None and (reasoning.strip() or not text.strip()):
         closed = bool(text.strip()) or finish_reason != "length"
@@ -105,7 +109,7 @@ def split_thinking(text: str, *, prompt: str | None = None, reasoning: str | Non
         return Split(None, text.strip())
     opening, closing = pair
     head = text.lstrip()
-    starts_open = opened_by is None and head.startswith(opening)
+    starts_open = head.startswith(opening)  # also when the prompt opened it: the output repeated the marker
     body = head[len(opening):] if starts_open else text
     if opened_by is None and not starts_open and closing not in body:
         return Split(None, text.strip())

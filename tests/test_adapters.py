@@ -79,3 +79,21 @@ def test_missing_and_empty_files(tmp_path):
     (tmp_path / "empty.jsonl").write_text("\n")
     with pytest.raises(InputError, match="no records"):
         load_attempts(tmp_path / "empty.jsonl")
+
+
+def test_the_format_of_a_lighteval_details_file_is_detected(tmp_path):
+    from quantmedic.judge.adapters import detect_format
+
+    record = {"full_prompt": "<｜User｜>What is 2+2?<｜Assistant｜><think>\n", "generated_text": "4.</think>\\boxed{4}",
+              "gold": ["\\boxed{4}"], "metrics": {"extractive_match": 1.0}}
+    assert detect_format(record) == "lighteval"
+    assert detect_format({"doc": {"query": "q"}, "model_response": {"text": ["a"]}}) == "lighteval"
+    assert detect_format({"problem": "q", "solution": "a"}) == "text"
+    path = tmp_path / "details.json"
+    path.write_text(json.dumps([record]), encoding="utf-8")
+    (attempt,) = load_attempts(path)
+    assert (attempt.problem.text, attempt.problem.reference_answer, attempt.final_answer) == ("What is 2+2?", "4", "4")
+    assert attempt.thinking.text == "4." and attempt.correct is True
+    path.write_text(json.dumps([{k: v for k, v in record.items() if k != "generated_text"}]), encoding="utf-8")
+    with pytest.raises(InputError, match='details.json:1: field "generated_text": missing'):
+        load_attempts(path)

@@ -186,3 +186,16 @@ def test_grade_command_check_gsm8k_reports_the_agreement(eval_cli):
     assert result.exit_code == 0, result.output
     assert "GSM8K agreement with the authors' is_correct labels: 2638/2638 (100.00%" in result.output
     assert "0 disagreements" in result.output
+
+
+def test_a_reasoning_attempt_is_graded_on_its_solution_and_never_on_its_thinking():
+    from quantmedic.judge.step_format import ModelOutput, parse_completion
+
+    problem = Problem(text="What is 2+3?", reference_answer="5")
+    outputs = [ModelOutput("<think>2+3 is \\boxed{5}</think>\n\nSo \\boxed{6}."),
+               ModelOutput("<think>2+3 is \\boxed{6}</think>\n\nSo \\boxed{5}."),
+               ModelOutput("<think>2+3 is 5, so \\boxed{5}", "length")]
+    graded = grade_attempts([parse_completion(problem, o, model="r1") for o in outputs], workers=1)
+    assert [(g.correct, g.final_answer, g.grading) for g in graded] == [
+        (False, "6", MATH_VERIFY), (True, "5", MATH_VERIFY), (False, None, grading.THINKING_NEVER_ENDED)]
+    assert grading.THINKING_NEVER_ENDED.startswith(NO_ANSWER)

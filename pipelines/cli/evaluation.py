@@ -28,7 +28,7 @@ from quantmedic.pipelines.data import resolve_input
 from quantmedic.pipelines.evaluation import compare as C, recovery as R
 from quantmedic.pipelines.evaluation.compare import PairingError, load_graded, to_markdown, write_comparison
 from quantmedic.pipelines.evaluation.graded_file import grade_into
-from quantmedic.pipelines.evaluation.grading import Agreement, summarize
+from quantmedic.pipelines.evaluation.grading import Agreement, agreement, summarize
 from quantmedic.pipelines.evaluation.grading import check_gsm8k as gsm8k_agreement  # --check-gsm8k is a flag
 from quantmedic.pipelines.evaluation.recovery import evaluate_recovery, write_recovery
 
@@ -36,7 +36,7 @@ from .console import EXIT_CHECK_FAILED, Commands, stderr, usage_errors
 
 AGREEMENT_TARGET = 0.99
 COMPARE_FILES = (C.COMPARISON_JSON, C.COMPARISON_MD, C.ACCURACY_BY_SUBJECT_PNG, C.ACCURACY_BY_LEVEL_PNG, C.FLIPS_PNG,
-                 C.FLIPPED_FAILURES, C.ALL_FAILURES)
+                 C.LENGTHS_PNG, C.FLIPPED_FAILURES, C.ALL_FAILURES)
 
 commands = Commands()
 evaluate_commands = Commands()
@@ -78,22 +78,34 @@ def _ungradable_line(graded: list[Attempt]) -> str | None:
     return ", ".join(f"{n} {reason.removeprefix('ungradable: ')}" for reason, n in reasons.items()) or None
 
 
-def _print_agreement(result: Agreement) -> bool:
-    """Print the GSM8K agreement and every disagreement; whether it reaches the target."""
+def _print_agreement(result: Agreement, what: str = "GSM8K agreement with the authors' is_correct labels",
+                     old: str = "authors") -> bool:
+    """Print an agreement with its 95% Wilson interval and every disagreement; whether it reaches the target."""
     ok = result.rate >= AGREEMENT_TARGET
-    stderr.print(f"GSM8K agreement with the authors' is_correct labels: {result.agreeing}/{result.total} "
-                 f"({100 * result.rate:.2f}%; target {100 * AGREEMENT_TARGET:.0f}%): "
-                 f"{'[green]ok[/green]' if ok else '[red]below target[/red]'}; "
-                 f"{len(result.disagreements)} disagreements", highlight=False)
+    i = result.interval
+    ci = f" [95% Wilson {100 * i.low:.1f}, {100 * i.high:.1f}]" if i else ""
+    stderr.print(f"{what}: {result.agreeing}/{result.total} ({100 * result.rate:.2f}%{ci}; target "
+                 f"{100 * AGREEMENT_TARGET:.0f}%): {'[green]ok[/green]' if ok else '[red]below target[/red]'}; "
+                 f"{len(result.disagreements)} disagreements", highlight=False, soft_wrap=True)
     if result.disagreements:
         table = Table(title="Disagreements", show_header=True)
-        for column in ("attempt", "problem", "model", "authors", "grader", "extracted", "reference", "grading"):
-            table.add_column(column)
+        for column in ("attempt", "problem", "model", old, "grader", "extracted", "reference", "grading"):
+            table.add_column(column, overflow="fold")
         for d in result.disagreements:
-            table.add_row(d.attempt_id, str(d.source_id), d.model, str(d.expected), str(d.got),
-                          escape(str(d.final_answer)), escape(str(d.reference_answer)), escape(str(d.grading)))
+            table.add_row(d.attempt_id, str(d.source_id), d.model, escape(f"{d.expected} ({d.labelled_by})" if
+                          d.labelled_by else str(d.expected)), str(d.got), escape(str(d.final_answer)),
+                          escape(str(d.reference_answer)), escape(str(d.grading)))
         stderr.print(table)
     return ok
+
+
+def _print_label_check(loaded: list[Attempt], graded: list[Attempt]) -> None:
+    """``grade --check-labels``: the new grades against the labels the input carried (reported, never fatal)."""
+    result = agreement(loaded, graded)
+    if not result.total:
+        stderr.print("--check-labels: the input carries no correctness labels to compare with", highlight=False)
+        return
+    _print_agreement(result, "agreement with the input's labels", old="input label")
 
 
 def _load(path: Path, input_format: str) -> list[Attempt]:
@@ -117,10 +129,14 @@ def grade(
     workers: Annotated[int, typer.Option(min=1, help="Grading processes.")] = 2,
     timeout: Annotated[float, typer.Option(min=0.1, help="Seconds per attempt; a slower one is killed and "
                                                          "recorded as 'ungradable: timeout'.")] = 5.0,
-    input_format: Annotated[str, typer.Option("--format", help="auto, quantmedic, processbench, gsm8k-solutions "
-                                                               "or text.")] = "auto",
+    input_format: Annotated[str, typer.Option("--format", help="auto, quantmedic, processbench, gsm8k-solutions, "
+                                                               "lighteval (its details records) or text.")] = "auto",
     check_gsm8k: Annotated[bool, typer.Option("--check-gsm8k", help="Also grade the shipped GSM8K model "
         "solutions and report the agreement with their authors' labels (and every disagreement).")] = False,
+    check_labels: Annotated[bool, typer.Option("--check-labels", help="Report how the new grades agree with the "
+        "correctness labels the input already carried (e.g. lighteval's extractive_match), with a 95% Wilson "
+        "interval, and list every disagreement (id, problem, extracted answer, reference, old label, new grade). "
+        "Reported only: the exit code does not depend on it.")] = False,
 ) -> None:
     """[bold]Grade[/bold] attempts: extract the final answer and check it against the reference with math-verify.
 
@@ -128,6 +144,9 @@ def grade(
     """
     if attempts is None and not check_gsm8k:
         raise typer.BadParameter("give the attempts to grade (or --check-gsm8k)", param_hint="ATTEMPTS")
+    if check_labels and attempts is None:
+        raise typer.BadParameter("--check-labels compares the grades of ATTEMPTS with their labels: give them",
+                                 param_hint="--check-labels")
     if attempts is not None and out is None:
         raise typer.BadParameter("say where the graded attempts go", param_hint="--out")
     if attempts is not None:
@@ -143,6 +162,8 @@ def grade(
         if (line := _ungradable_line(graded)) is not None:
             stderr.print(f"ungradable: {escape(line)}", highlight=False)
         stderr.print(f"wrote {len(graded)} graded attempts to {out}", highlight=False)
+        if check_labels:
+            _print_label_check(loaded, graded)
     if check_gsm8k:
         with _progress("checking GSM8K") as progress:
             result = gsm8k_agreement(workers=workers, timeout=timeout, progress=progress)
@@ -151,8 +172,9 @@ def grade(
 
 
 @commands.command("compare", epilog="Outputs in --out: comparison.json, comparison.md, accuracy_by_subject.png, "
-                                    "accuracy_by_level.png (when levels are known), flips.png, "
-                                    "flipped_failures.jsonl, failures.jsonl (every quantized attempt graded wrong).")
+                                    "accuracy_by_level.png (when levels are known), flips.png, lengths.png (when "
+                                    "either side has reasoning traces), flipped_failures.jsonl, failures.jsonl "
+                                    "(every quantized attempt graded wrong).")
 def compare_command(
     fp_attempts: Annotated[Path, typer.Argument(help="Graded attempts of the full-precision model (JSONL).")],
     quant_attempts: Annotated[Path, typer.Argument(help="Graded attempts of the quantized model (JSONL).")],
@@ -164,6 +186,9 @@ def compare_command(
                                                             "and quantization).")] = None,
 ) -> None:
     """[bold]Compare[/bold] full precision with quantized, paired by problem and sample: accuracy with 95% Wilson intervals, McNemar's exact test, flips, breakdowns by subject and level, output length and degenerate outputs.
+
+    Reasoning models' traces (<think> ... </think>) also get their lengths: thinking and solution tokens, sections,
+    truncated traces and reflections per 1,000 thinking tokens, for all, right and wrong answers.
 
     The quantized attempts that went right → wrong are written to flipped_failures.jsonl, ready for
     `quantmedic judge`.

@@ -12,6 +12,10 @@ Extraction: ``\\boxed{}``, GSM8K's ``####`` and ``A:`` lines and "the answer is"
 (:mod:`quantmedic.judge.answers`); with none of them, math-verify's own search for the last
 expression (noted as such). Multiple-choice problems (``Problem.choices``) are graded by the choice
 letter, which may also be given as the text of an option.
+
+A reasoning model's answer is read from its solution (the steps after the thinking), never from inside the
+thinking; an attempt whose thinking never ended has no solution and is graded wrong, ``no final answer: the
+thinking never ended``, whatever the thinking says.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ LAST_EXPRESSION = "math-verify (no stated answer: last expression)"
 STRING_MATCH = "string match (reference not parseable)"
 CHOICE = "choice letter"
 NO_ANSWER = "no final answer"
+THINKING_NEVER_ENDED = f"{NO_ANSWER}: the thinking never ended"
 UNGRADABLE = "ungradable"
 TIMEOUT = "ungradable: timeout"
 NO_REFERENCE = "ungradable: no reference answer"
@@ -52,6 +57,7 @@ class GradeItem:
     solution: str
     reference: str | None
     choices: tuple[str, ...] | None = None
+    no_solution: bool = False  # a reasoning model's thinking never ended: nothing to grade
 
 
 @dataclass(frozen=True)
@@ -168,6 +174,8 @@ def grade_item(item: GradeItem) -> Grade:
     """
     from math_verify import verify
 
+    if item.no_solution:
+        return Grade(False, None, THINKING_NEVER_ENDED)
     if not item.reference or not item.reference.strip():
         return Grade(None, extract_final_answer(item.solution), NO_REFERENCE)
     if item.choices:
@@ -195,8 +203,9 @@ def grade_item(item: GradeItem) -> Grade:
 
 
 def grade_item_of(attempt: Attempt) -> GradeItem:
-    """The grading input of an attempt: its full solution text and its problem's reference."""
-    return GradeItem(attempt.solution_text, attempt.problem.reference_answer, attempt.problem.choices)
+    """The grading input of an attempt: its solution's text (after any thinking) and its problem's reference."""
+    return GradeItem(attempt.solution_text, attempt.problem.reference_answer, attempt.problem.choices,
+                     no_solution=attempt.truncated_thinking)
 
 
 # --- in the process pool ------------------------------------------------------------------------------
@@ -250,6 +259,8 @@ def grade_attempts(attempts: Sequence[Attempt], *, workers: int = 2, timeout: fl
 
 def _stated(item: GradeItem) -> str | None:
     """The answer a solution states (regular expressions only: safe in the parent process)."""
+    if item.no_solution:
+        return None
     if item.choices:
         return extract_choice(item.solution, item.choices)
     stated = extract_final_answer(item.solution)
@@ -316,6 +327,7 @@ class Disagreement:
     final_answer: str | None
     reference_answer: str | None
     grading: str | None
+    labelled_by: str | None = None  # how the given label was decided (the input's grading), if it says
 
 
 @dataclass(frozen=True)
@@ -329,6 +341,11 @@ class Agreement:
     @property
     def rate(self) -> float:
         return self.agreeing / self.total if self.total else 0.0
+
+    @property
+    def interval(self) -> Interval | None:
+        """The agreement's 95% Wilson interval (None with no labelled attempt)."""
+        return wilson_interval(self.agreeing, self.total)
 
 
 def agreement(labelled: Sequence[Attempt], graded: Sequence[Attempt]) -> Agreement:
@@ -348,7 +365,7 @@ def agreement(labelled: Sequence[Attempt], graded: Sequence[Attempt]) -> Agreeme
         if ours.correct != given.correct:
             disagreements.append(Disagreement(ours.id, ours.problem.source_id, ours.model, given.correct,
                                               ours.correct, ours.final_answer, ours.problem.reference_answer,
-                                              ours.grading))
+                                              ours.grading, given.grading))
     return Agreement(total, total - len(disagreements), tuple(disagreements))
 
 
