@@ -2,7 +2,7 @@
 
 Steps, in order: resolve the diagnoses (reviews win), drop problems of the evaluation split (the
 contamination guard), draw failures by strategy under the budget, pair each with a correct
-solution, export. The folder is written next to its final place and renamed in one move; a rerun
+solution (a reasoning model's failed trace with a correct trace), measure the pairs' lengths, export. The folder is written next to its final place and renamed in one move; a rerun
 with the same inputs and settings finds it done, and a different build never overwrites it
 unless asked to.
 """
@@ -29,6 +29,7 @@ from quantmedic.taxonomy.records import Attempt, ChosenSource, Problem, Review, 
 from . import export
 from .contamination import problem_key, problem_keys
 from .diagnoses import Diagnosis, resolve
+from .lengths import length_report
 from .pairs import CHOSEN_SOURCES, build_pairs
 from .selection import Strategy, select
 
@@ -52,6 +53,13 @@ class BuildSettings(BaseModel):
     max_per_problem: int = Field(1, ge=1, description="Failures drawn per problem at most.")
     exclude_categories: tuple[str, ...] = Field((), description="Error categories left out (e.g. degenerate).")
     allow_eval_overlap: bool = Field(False, description="Keep failures on --eval-split problems (reported).")
+    allow_chosen_without_thinking: bool = Field(False, description=(
+        "Let a reasoning model's failed trace be paired with a chosen side without thinking (an attempt without it, "
+        "or the reference solution); refused by default (counted), since such pairs teach the model to stop "
+        "thinking."))
+    tokenizer: str | None = Field(None, description=(
+        "Tokenizer (the model to train: a folder or Hub id) to count the pairs' tokens with, through its chat "
+        "template as `train dpo` does; without it medicine.json gives characters and estimated tokens."))
     reviews: bool = Field(False, description="Whether human reviews decided the diagnoses (set from the inputs).")
 
 
@@ -102,7 +110,9 @@ def fingerprint(inputs: MedicineInputs, settings: BuildSettings) -> str:
     """A hash of everything the medicine depends on: the records read and the settings."""
     digest = hashlib.sha256()
     for v in inputs.verdicts:
-        digest.update(v.id.encode() + v.status.encode() + str((v.first_wrong_step, v.category, v.subtype)).encode())
+        located = (v.first_wrong_step, v.category, v.subtype) + ((v.first_wrong_section, v.scope)
+                                                                  if v.scope != "solution" else ())
+        digest.update(v.id.encode() + v.status.encode() + str(located).encode())
     for a in inputs.attempts:
         digest.update(a.id.encode() + str(a.correct).encode())
     for r in inputs.reviews or ():
@@ -123,7 +133,8 @@ def build(inputs: MedicineInputs, settings: BuildSettings) -> tuple[list, dict[s
     diagnoses, contamination = guard(diagnoses, inputs.eval_problems, settings.allow_eval_overlap)
     selection = select(diagnoses, settings.budget, settings.strategy, seed=settings.seed,  # type: ignore[arg-type]
                        max_per_problem=settings.max_per_problem)
-    pairs, notes = build_pairs(selection.chosen, inputs.attempts, order=settings.chosen, step_level=settings.step_level)
+    pairs, notes = build_pairs(selection.chosen, inputs.attempts, order=settings.chosen, step_level=settings.step_level,
+                               allow_chosen_without_thinking=settings.allow_chosen_without_thinking)
     taxonomies = sorted({v.taxonomy for v in inputs.verdicts})
     report = {
         "quantmedic_version": importlib.metadata.version("quantmedic"),
@@ -141,6 +152,8 @@ def build(inputs: MedicineInputs, settings: BuildSettings) -> tuple[list, dict[s
         "pair_notes": dict(sorted(notes.items())),
         "categories": dict(Counter(p.category for p in pairs).most_common()),
         "chosen_sources": dict(Counter(p.chosen_source for p in pairs).most_common()),
+        "kinds": dict(Counter(p.kind for p in pairs).most_common()),
+        "lengths": length_report(pairs, settings.tokenizer),
         "problem_keys": sorted({problem_key(d.attempt.problem) for d in selection.chosen}),
     }
     return pairs, report

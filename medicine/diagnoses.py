@@ -3,6 +3,10 @@
 Only scored verdicts are diagnoses. When reviews are given, only reviewed verdicts count: a verdict
 that its reviewers accept keeps the judge's answer, one they correct takes theirs (corrections
 win), and one whose reviewers disagree with each other, or who say no step is wrong, is left out.
+
+A reasoning model's verdict judged over its thinking alone (``scope='thinking'``) has no first wrong
+step: it is a diagnosis when it names a category and a first wrong section, and treats that category
+(its pairs are whole traces, never step-level).
 """
 
 from __future__ import annotations
@@ -19,10 +23,11 @@ Source = DiagnosisSource
 
 @dataclass(frozen=True)
 class Diagnosis:
-    """A failed attempt with the first wrong step and error category it is treated for."""
+    """A failed attempt with the first wrong step (None: only its thinking was judged) and error category it
+    is treated for."""
 
     verdict: Verdict
-    first_wrong_step: int
+    first_wrong_step: int | None
     category: str
     subtype: str | None
     source: Source
@@ -31,6 +36,17 @@ class Diagnosis:
     @property
     def attempt(self):
         return self.verdict.attempt
+
+    @property
+    def first_wrong_section(self) -> int | None:
+        """The thinking's first wrong section (None: the thinking was not judged or none is wrong)."""
+        section = self.verdict.first_wrong_section
+        return None if section in (None, -1) else section
+
+
+def _located(verdict: Verdict) -> bool:
+    """Whether the verdict says where the attempt goes wrong: a solution step, or a section of the thinking."""
+    return verdict.first_wrong_step not in (None, -1) or verdict.first_wrong_section not in (None, -1)
 
 
 def _human_answer(review: Review) -> tuple[int | None, str | None, str | None]:
@@ -61,12 +77,13 @@ def resolve(verdicts: Sequence[Verdict], reviews: Iterable[Review] | None = None
     for verdict in verdicts:
         if not verdict.is_diagnosis:
             skipped["unscored"] += 1
-        elif verdict.category in (None, NO_ERROR) or verdict.first_wrong_step in (None, -1):
+        elif verdict.category in (None, NO_ERROR) or not _located(verdict):
             skipped["judge found no wrong step"] += 1
         elif verdict.attempt.correct is not False:
             skipped["attempt is not graded wrong"] += 1
         elif not humans:
-            kept.append(Diagnosis(verdict, verdict.first_wrong_step, verdict.category, verdict.subtype, "judge"))
+            step = None if verdict.first_wrong_step == -1 else verdict.first_wrong_step
+            kept.append(Diagnosis(verdict, step, verdict.category, verdict.subtype, "judge"))
         elif not by_verdict.get(verdict.id):
             skipped["not reviewed"] += 1
         else:
@@ -86,7 +103,8 @@ def _from_reviews(verdict: Verdict, reviews: list[Review]) -> tuple[Diagnosis | 
     (step, category, subtype), _ = ranked[0]
     if subtype is None and category == verdict.category:
         subtype = verdict.subtype
-    if step is None or category is None:
+    thinking_only = verdict.first_wrong_step is None and verdict.first_wrong_section not in (None, -1)
+    if category is None or (step is None and not thinking_only):
         return None, "rejected by a reviewer without a correction"
     if step == -1 or category == NO_ERROR:
         return None, "reviewers found no wrong step"

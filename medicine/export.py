@@ -47,7 +47,9 @@ def features():
         "category": text, "subtype": text, "first_wrong_step": number, "diagnosis_source": text,
         "verdict_id": text, "judge_model": text, "review_ids": List(text), "rejected_attempt_id": text,
         "rejected_model": text, "rejected_quantization": text, "chosen_source": text, "chosen_attempt_id": text,
-        "chosen_model": text,
+        "chosen_model": text, "first_wrong_section": number, "rejected_thinking_chars": number,
+        "chosen_thinking_chars": number, "rejected_thinking_tokens": number, "chosen_thinking_tokens": number,
+        "thinking_tokens_estimated": Value("bool"),
     })
 
 
@@ -112,6 +114,7 @@ def dataset_card(pairs: Sequence[PreferencePair], report: dict[str, Any]) -> str
         "### Sources of the chosen solutions", "", *_table(Counter(p.chosen_source for p in pairs), total, "chosen from"),
         "", "### Diagnoses", "", *_table(Counter(p.diagnosis_source for p in pairs), total, "diagnosed by"), "",
         "### Pair kinds", "", *_table(Counter(p.kind for p in pairs), total, "kind"), "",
+        *_lengths_section(report.get("lengths")),
         "## Problems and licences", "", "| source | pairs | licence | origin |", "|---|---:|---|---|",
         *[f"| {s} | {n} | {licence_of(s)[0]} | {licence_of(s)[1]} |" for s, n in sources.most_common()], "",
         "The pairs' solutions were written by the models named above; their use may also be governed by those "
@@ -132,8 +135,23 @@ def dataset_card(pairs: Sequence[PreferencePair], report: dict[str, Any]) -> str
         "`prompt`, `chosen`, `rejected` (TRL's conversational preference format); lineage: `problem_id`, "
         "`problem_source(_id)`, `category`, `subtype`, `first_wrong_step`, `kind`, `shared_prefix_steps`, "
         "`diagnosis_source`, `verdict_id`, `judge_model`, `review_ids`, `rejected_attempt_id`, `rejected_model`, "
-        "`rejected_quantization`, `chosen_source`, `chosen_attempt_id`, `chosen_model`.", ""]
+        "`rejected_quantization`, `chosen_source`, `chosen_attempt_id`, `chosen_model`; trace pairs (a reasoning "
+        "model's `<think>` traces, prompted with the reasoning prompt): `first_wrong_section`, "
+        "`rejected_thinking_chars`, `chosen_thinking_chars`, `rejected_thinking_tokens`, `chosen_thinking_tokens`, "
+        "`thinking_tokens_estimated`.", ""]
     return "\n".join(front + body)
+
+
+def _lengths_section(lengths: dict[str, Any] | None) -> list[str]:
+    """The card's lengths: what ``train dpo --max-length`` must hold."""
+    if not lengths:
+        return []
+    exact = lengths.get("unit") == "tokens"
+    summary = lengths.get("tokens" if exact else "estimated_tokens", {})
+    unit = f"tokens ({lengths.get('tokenizer')})" if exact else "tokens, estimated from the characters"
+    over = ", ".join(f"{n} over {m}" for m, n in lengths.get("pairs_over_max_length", {}).items())
+    return ["### Lengths", "", f"Prompt + longer answer, in {unit}: median {summary.get('median')}, 90th percentile "
+            f"{summary.get('p90')}, longest {summary.get('max')}. Pairs over a `--max-length` of: {over}.", ""]
 
 
 def save(out_dir: str | Path, pairs: Sequence[PreferencePair], report: dict[str, Any]) -> Path:

@@ -11,6 +11,13 @@ Both solutions are written in the generation format (``Step i:`` paragraphs); st
 carry the marker are kept as they are. A ``step`` pair needs a chosen solution whose first steps are
 the rejected one's up to the first wrong step: the two share that prefix and differ from there
 (DPO's log-ratios cancel on the shared tokens, so the pair teaches only the continuation).
+
+A failed attempt with thinking (a reasoning model's) makes a ``trace`` pair: the prompt is the
+reasoning prompt (:func:`~quantmedic.judge.step_format.reasoning_messages`), and both turns are whole
+traces (:func:`~quantmedic.judge.step_format.trace_text`). Its chosen side must have thinking that
+ended: a chosen side without thinking (an attempt without it, or the reference solution) would teach
+the model to stop thinking, so it is refused (counted) unless ``allow_chosen_without_thinking``; a
+truncated trace is never chosen. Trace pairs are never step-level (counted).
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from dataclasses import dataclass
 from quantmedic.judge.adapters import strip_calculator_notes
 from quantmedic.judge.answers import last_boxed
 from quantmedic.judge.segment import split_steps
-from quantmedic.judge.step_format import step_messages
+from quantmedic.judge.step_format import reasoning_messages, step_messages, trace_text
 from quantmedic.taxonomy.records import Attempt, ChosenSource, Message, PreferencePair, Problem
 
 from .diagnoses import Diagnosis
@@ -77,11 +84,15 @@ def shares_prefix(candidate: Sequence[str], rejected: Sequence[str], k: int) -> 
 
 
 def _quantization_label(attempt: Attempt) -> str | None:
+    """e.g. ``gptq-w4-g128``; a quantized KV cache counts too (``kv-int3``); None for full precision."""
     q = attempt.quantization
-    if q is None or q.method == "none":
+    if q is None:
         return None
-    return "-".join(str(x) for x in (q.method, f"w{q.bits}" if q.bits else None, f"g{q.group_size}" if q.group_size else None)
-                    if x)
+    parts = [] if q.method == "none" else [q.method, f"w{q.bits}" if q.bits else None,
+                                          f"g{q.group_size}" if q.group_size else None]
+    if q.kv_cache_dtype and q.kv_cache_dtype not in ("auto", "none"):
+        parts.append(f"kv-{q.kv_cache_dtype}")
+    return "-".join(str(x) for x in parts if x) or None
 
 
 def _is_full_precision(attempt: Attempt) -> bool:
@@ -118,20 +129,14 @@ def candidates(diagnosis: Diagnosis, correct_by_problem: dict[str, list[Attempt]
     return found
 
 
-def make_pair(diagnosis: Diagnosis, candidate: Candidate, *, step: bool) -> PreferencePair:
-    rejected = diagnosis.attempt
+def _lineage(diagnosis: Diagnosis, candidate: Candidate) -> dict:
+    """The pair's fields that say where it comes from."""
+    rejected, verdict = diagnosis.attempt, diagnosis.verdict
     problem = rejected.problem
-    verdict = diagnosis.verdict
-    prompt = tuple(Message(**m) for m in step_messages(problem))
-    k = diagnosis.first_wrong_step
-    chosen_steps = rejected.steps[:k] + candidate.steps[k:] if step else candidate.steps  # the exact same prefix
-    return PreferencePair(
-        prompt=prompt,
-        chosen=(Message(role="assistant", content=step_text(chosen_steps)),),
-        rejected=(Message(role="assistant", content=step_text(rejected.steps)),),
-        kind="step" if step else "solution", shared_prefix_steps=diagnosis.first_wrong_step if step else None,
+    return dict(
         problem_id=problem.id, problem_source=problem.source, problem_source_id=problem.source_id,
         category=diagnosis.category, subtype=diagnosis.subtype, first_wrong_step=diagnosis.first_wrong_step,
+        first_wrong_section=diagnosis.first_wrong_section,
         diagnosis_source=diagnosis.source, verdict_id=verdict.id, judge_model=verdict.judge_model,
         review_ids=diagnosis.review_ids, rejected_attempt_id=rejected.id, rejected_model=rejected.model,
         rejected_quantization=_quantization_label(rejected), chosen_source=candidate.source,
@@ -139,12 +144,68 @@ def make_pair(diagnosis: Diagnosis, candidate: Candidate, *, step: bool) -> Pref
         chosen_model=candidate.attempt.model if candidate.attempt else None)
 
 
+def make_pair(diagnosis: Diagnosis, candidate: Candidate, *, step: bool) -> PreferencePair:
+    """A solution (or, with ``step``, step-level) pair in the generation format."""
+    rejected = diagnosis.attempt
+    prompt = tuple(Message(**m) for m in step_messages(rejected.problem))
+    k = diagnosis.first_wrong_step
+    chosen_steps = rejected.steps[:k] + candidate.steps[k:] if step else candidate.steps  # the exact same prefix
+    return PreferencePair(
+        prompt=prompt,
+        chosen=(Message(role="assistant", content=step_text(chosen_steps)),),
+        rejected=(Message(role="assistant", content=step_text(rejected.steps)),),
+        kind="step" if step else "solution", shared_prefix_steps=k if step else None, **_lineage(diagnosis, candidate))
+
+
+def make_trace_pair(diagnosis: Diagnosis, candidate: Candidate) -> PreferencePair:
+    """A trace pair: the reasoning prompt, the failed trace rejected, the candidate's trace chosen."""
+    rejected = diagnosis.attempt
+    chosen_attempt = candidate.attempt
+    thinking = chosen_attempt.thinking if chosen_attempt else None
+    chosen = trace_text(chosen_attempt) if chosen_attempt else step_text(candidate.steps)
+    estimated = rejected.thinking.tokens_estimated or (thinking is not None and thinking.tokens_estimated)
+    return PreferencePair(
+        prompt=tuple(Message(**m) for m in reasoning_messages(rejected.problem)),
+        chosen=(Message(role="assistant", content=chosen),),
+        rejected=(Message(role="assistant", content=trace_text(rejected)),),
+        kind="trace", rejected_thinking_chars=rejected.thinking.chars, rejected_thinking_tokens=rejected.thinking.tokens,
+        chosen_thinking_chars=thinking.chars if thinking else None,
+        chosen_thinking_tokens=thinking.tokens if thinking else None, thinking_tokens_estimated=estimated,
+        **_lineage(diagnosis, candidate))
+
+
+def _has_thinking(candidate: Candidate) -> bool:
+    return candidate.attempt is not None and candidate.attempt.thinking is not None
+
+
+def _trace_pair(diagnosis: Diagnosis, found: list[Candidate], *, allow_without_thinking: bool,
+                step_level: bool, notes: Counter) -> PreferencePair | None:
+    """The trace pair of a diagnosis with thinking, or None (``notes`` says why)."""
+    if step_level:
+        notes["no step-level pair: judged over the thinking only" if diagnosis.first_wrong_step is None
+              else "no step-level pair for a trace"] += 1
+    traces = [c for c in found if _has_thinking(c) and c.attempt.thinking.closed]
+    if traces:
+        return make_trace_pair(diagnosis, traces[0])
+    without = [c for c in found if not _has_thinking(c)]
+    if without and allow_without_thinking:
+        notes["trace pair with a chosen side without thinking (allowed)"] += 1
+        return make_trace_pair(diagnosis, without[0])
+    if without:
+        notes["chosen without thinking refused for a trace"] += 1
+    else:
+        notes["only truncated traces to choose (never chosen)" if found else "no correct solution to choose"] += 1
+    return None
+
+
 def build_pairs(diagnoses: Iterable[Diagnosis], attempts: Iterable[Attempt], *,
-                order: Sequence[str] = CHOSEN_SOURCES, step_level: bool = False) -> tuple[list[PreferencePair], Counter]:
+                order: Sequence[str] = CHOSEN_SOURCES, step_level: bool = False,
+                allow_chosen_without_thinking: bool = False) -> tuple[list[PreferencePair], Counter]:
     """One pair per diagnosis that has a correct solution; the Counter says why the others have none.
 
     With ``step_level``, a diagnosis whose candidates share no prefix with the failed attempt gets a
-    whole-solution pair instead (counted as ``step pair fell back to solution``).
+    whole-solution pair instead (counted as ``step pair fell back to solution``). A diagnosis whose
+    attempt has thinking gets a trace pair (see the module's docstring).
     """
     correct: dict[str, list[Attempt]] = defaultdict(list)
     for attempt in attempts:
@@ -154,12 +215,18 @@ def build_pairs(diagnoses: Iterable[Diagnosis], attempts: Iterable[Attempt], *,
     notes: Counter = Counter()
     for diagnosis in diagnoses:
         found = candidates(diagnosis, correct, order)
+        if diagnosis.attempt.thinking is not None:
+            pair = _trace_pair(diagnosis, found, allow_without_thinking=allow_chosen_without_thinking,
+                               step_level=step_level, notes=notes)
+            pairs += [pair] if pair else []
+            continue
         if not found:
             notes["no correct solution to choose"] += 1
             continue
         k = diagnosis.first_wrong_step
-        if k >= len(diagnosis.attempt.steps):
-            notes["first wrong step past the last step"] += 1
+        if k is None or k >= len(diagnosis.attempt.steps):
+            notes["first wrong step past the last step" if k is not None
+                  else "no first wrong step (thinking judged, but the attempt has none)"] += 1
             continue
         if step_level:
             sharing = [c for c in found if shares_prefix(c.steps, diagnosis.attempt.steps, k)]

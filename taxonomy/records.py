@@ -318,7 +318,7 @@ class Message(_Record):
     content: str
 
 
-PairKind = Literal["solution", "step"]
+PairKind = Literal["solution", "step", "trace"]
 ChosenSource = Literal["full-precision", "resample", "reference"]
 DiagnosisSource = Literal["judge", "human-accepted", "human-corrected"]
 
@@ -328,7 +328,9 @@ class PreferencePair(_Record):
 
     ``prompt`` is the problem in the generation format; ``rejected`` is the quantized model's failed
     solution and ``chosen`` a correct one. A ``step`` pair's two solutions share their first
-    ``shared_prefix_steps`` steps (up to the first wrong step) and differ from there.
+    ``shared_prefix_steps`` steps (up to the first wrong step) and differ from there. A ``trace`` pair
+    is a reasoning model's: the prompt is the reasoning prompt, both turns are whole traces
+    (``<think>`` thinking ``</think>`` solution), and the thinking lengths of both sides are recorded.
     """
 
     id: str = ""
@@ -342,7 +344,10 @@ class PreferencePair(_Record):
     problem_source_id: str | None = None
     category: str = Field(description="The error category the pair treats.")
     subtype: str | None = None
-    first_wrong_step: int = Field(ge=0, description="0-based index of the rejected solution's first wrong step.")
+    first_wrong_step: int | None = Field(None, ge=0, description="0-based index of the rejected solution's first "
+                                                                 "wrong step; None when only the thinking was judged.")
+    first_wrong_section: int | None = Field(None, ge=0, description="0-based index of the rejected thinking's first "
+                                                                    "wrong section, when the thinking was judged.")
     diagnosis_source: DiagnosisSource = "judge"
     verdict_id: str
     judge_model: str
@@ -353,6 +358,19 @@ class PreferencePair(_Record):
     chosen_source: ChosenSource
     chosen_attempt_id: str | None = None
     chosen_model: str | None = None
+    rejected_thinking_chars: int | None = Field(None, ge=0, description="Characters of the rejected thinking.")
+    chosen_thinking_chars: int | None = Field(None, ge=0, description="Characters of the chosen thinking (None: none).")
+    rejected_thinking_tokens: int | None = Field(None, ge=0, description="Tokens of the rejected thinking.")
+    chosen_thinking_tokens: int | None = Field(None, ge=0, description="Tokens of the chosen thinking.")
+    thinking_tokens_estimated: bool | None = Field(None, description="Whether a side's thinking tokens are estimated.")
+
+    @model_validator(mode="after")
+    def _diagnosed_somewhere(self) -> "PreferencePair":
+        if self.first_wrong_step is None and self.first_wrong_section is None:
+            raise ValueError("a pair needs the first wrong step or the first wrong section it treats")
+        if self.kind == "trace" and self.rejected_thinking_chars is None:
+            raise ValueError("a trace pair records its rejected thinking's length (rejected_thinking_chars)")
+        return self
 
     @model_validator(mode="after")
     def _derive_id(self) -> "PreferencePair":

@@ -48,6 +48,10 @@ def build_command(
     max_per_problem: Annotated[int, described(BuildSettings, "max_per_problem")] = B.max_per_problem,
     exclude_category: Annotated[Optional[list[str]], typer.Option("--exclude-category", help="Leave out failures "
         "of this category (repeatable), e.g. degenerate.")] = None,
+    allow_chosen_without_thinking: Annotated[bool, described(BuildSettings, "allow_chosen_without_thinking",
+                                                             "--allow-chosen-without-thinking")]
+        = B.allow_chosen_without_thinking,
+    tokenizer: Annotated[Optional[str], described(BuildSettings, "tokenizer")] = None,
     push_to_hub: Annotated[Optional[str], typer.Option("--push-to-hub", help="Also upload to this Hub dataset repo "
                                                                              "(user/name); token from $HF_TOKEN.")] = None,
     private: Annotated[bool, typer.Option("--private", help="Make the Hub repo private.")] = False,
@@ -59,7 +63,8 @@ def build_command(
     settings = build_settings(BuildSettings, {"exclude_categories": "--exclude-category"}, budget=budget,
                               strategy=strategy, seed=seed, chosen=split_csv(chosen), step_level=step_level,
                               max_per_problem=max_per_problem, exclude_categories=tuple(exclude_category or ()),
-                              allow_eval_overlap=allow_eval_overlap, reviews=reviews is not None)
+                              allow_eval_overlap=allow_eval_overlap, reviews=reviews is not None,
+                              allow_chosen_without_thinking=allow_chosen_without_thinking, tokenizer=tokenizer)
     try:
         token = hub_token() if push_to_hub else None  # fail before any work
     except PermissionError as error:
@@ -120,3 +125,18 @@ def _print_report(report: dict) -> None:
                           + ", ".join(f"{k}: {n}" for k, n in report[key].items()), highlight=False)
     stderr.print(f"chosen from: {', '.join(f'{k} {n}' for k, n in report['chosen_sources'].items()) or '–'}; "
                   f"contamination guard: {report['contamination']['summary']}", highlight=False)
+    _print_lengths(report["lengths"])
+
+
+def _print_lengths(lengths: dict) -> None:
+    """The pairs' lengths: what `train dpo --max-length` must hold."""
+    exact = lengths["unit"] == "tokens"
+    summary = lengths["tokens" if exact else "estimated_tokens"]
+    unit = f"tokens of {lengths['tokenizer']}" if exact else "tokens estimated from characters; --tokenizer counts them"
+    over = ", ".join(f"{n} over {m}" for m, n in lengths["pairs_over_max_length"].items())
+    stderr.print(f"lengths (prompt + longer answer, {unit}): median {summary['median']}, longest {summary['max']}; "
+                 f"pairs {over}", highlight=False)
+    if lengths.get("thinking_dropped_by_template"):
+        stderr.print(f"warning: the chat template of {lengths['tokenizer']} drops the thinking of "
+                     f"{lengths['thinking_dropped_by_template']} trace pairs (`train dpo` refuses them)",
+                     highlight=False)

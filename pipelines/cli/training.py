@@ -12,7 +12,7 @@ import typer
 
 from quantmedic.pipelines.models.loading import check_model, could_be_hub_id
 from quantmedic.pipelines.training.dpo import TrainResult, train_dpo
-from quantmedic.pipelines.training.dpo_config import DPOSettings, PairsTooLong
+from quantmedic.pipelines.training.dpo_config import DPOSettings, PairsTooLong, ThinkingDropped
 from quantmedic.taxonomy.errors import InputError
 from quantmedic.taxonomy.outputs import check_output_folder
 
@@ -24,8 +24,9 @@ train_app = typer.Typer(no_args_is_help=True, help="[bold]Train[/bold] adapters 
 
 @train_app.command("dpo", epilog="Writes into --out: the adapter (adapter_model.safetensors, adapter_config.json), "
                                  "quantmedic-train.json, training-log.jsonl, loss.png, checkpoints/ and, with --merge, "
-                                 "merged/. Exit codes: 0 trained (or already trained), 1 bad input data, 2 bad options or "
-                                 "pairs longer than --max-length.")
+                                 "merged/. Exit codes: 0 trained (or already trained), 1 bad input data (or trace pairs whose "
+                                 "thinking the model's chat template drops), 2 bad options or pairs longer than "
+                                 "--max-length.")
 def train_dpo_command(
     model: Annotated[str, typer.Argument(help="Base model: a folder or Hub id, full precision or quantized (GPTQ, "
                                               "AWQ, compressed-tensors, bitsandbytes).")],
@@ -73,6 +74,8 @@ def train_dpo_command(
                 result = train_dpo(model, data, out, settings, merge=merge, device=device, overwrite=overwrite)
         except PairsTooLong as error:
             raise InputError(data, str(error), field="--max-length") from None
+        except ThinkingDropped as error:
+            raise InputError(data, str(error)) from None
     _print_result(result, out, max_length)
 
 

@@ -9,7 +9,9 @@ How the base model is loaded depends on what it is:
 * bitsandbytes checkpoints: as is, prepared for k-bit training.
 
 Pairs longer than ``max_length`` are refused with the numbers, never truncated (TRL would cut
-them silently). The adapter folder gets the adapter, ``quantmedic-train.json`` (settings, base,
+them silently); reasoning traces are long, so the numbers count the trace pairs among them. A trace
+pair whose thinking the model's chat template drops (some reasoning templates strip ``<think>``
+from assistant turns) is refused too: DPO would train on the solutions alone. The adapter folder gets the adapter, ``quantmedic-train.json`` (settings, base,
 data, versions, time and peak memory), ``training-log.jsonl``, ``loss.png`` and, with ``merge``, a
 merged full model under ``merged/``. Trainer checkpoints go to ``checkpoints/``; a rerun with the
 same settings resumes from the last one, and a finished adapter is not trained again.
@@ -33,7 +35,9 @@ from quantmedic.taxonomy.jsonl import write_atomic
 
 from quantmedic.pipelines.models.loading import TRAIN_RECORD, base_kind, has_accelerator, load_base, quantization_of
 
-from .dpo_config import DPOSettings, PairsTooLong
+from quantmedic.medicine.lengths import thinking_probe
+
+from .dpo_config import DPOSettings, PairsTooLong, ThinkingDropped
 
 
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -95,12 +99,26 @@ def over_length(dataset: Any, max_length: int) -> list[tuple[int, int]]:
     return rows
 
 
-def too_long_message(long: list[tuple[int, int]], total: int, max_length: int) -> str:
+def too_long_message(long: list[tuple[int, int]], total: int, max_length: int, traces: int = 0) -> str:
     longest = max(n for _, n in long)
-    return (f"{len(long)} of {total} pairs are longer than max_length={max_length} tokens (the longest has {longest}; "
-            f"rows {', '.join(str(i) for i, _ in long[:10])}{', ...' if len(long) > 10 else ''}). TRL would truncate "
-            f"them and train on cut-off solutions: raise --max-length to at least {longest}, or leave them out with "
-            "--drop-long")
+    of_them = f", {traces} of them reasoning traces" if traces else ""
+    return (f"{len(long)} of {total} pairs are longer than max_length={max_length} tokens (the longest has {longest}"
+            f"{of_them}; rows {', '.join(str(i) for i, _ in long[:10])}{', ...' if len(long) > 10 else ''}). TRL would "
+            f"truncate them and train on cut-off solutions: raise --max-length to at least {longest}, or leave them out "
+            "with --drop-long")
+
+
+def thinking_dropped(dataset: Any, tokenized: Any, tokenizer: Any) -> list[int]:
+    """Rows whose answer has thinking that the tokenized answer (through the chat template) lacks."""
+    rows = []
+    for i, sides in enumerate(zip(dataset["chosen"], dataset["rejected"], tokenized["chosen_ids"],
+                                  tokenized["rejected_ids"])):
+        for messages, ids in (sides[0::2], sides[1::2]):
+            probe = thinking_probe(messages[-1]["content"])
+            if probe and probe not in tokenizer.decode(ids):
+                rows.append(i)
+                break
+    return rows
 
 
 # --- the run ---
@@ -201,7 +219,7 @@ def train_dpo(model: str | Path, data: str | Path, out_dir: str | Path, settings
         tokenizer.pad_token = tokenizer.eos_token
     started = time.monotonic()
     trainer, targets = _trainer(model, kind, dataset, tokenizer, settings, checkpoints, device)
-    dropped = _drop_or_refuse_long(trainer, settings)
+    dropped = _drop_or_refuse_long(trainer, settings, dataset, tokenizer)
     if stale:
         shutil.rmtree(checkpoints, ignore_errors=True)
     if record_path.is_file():  # replacing another adapter (--overwrite): its record and merged model go first
@@ -245,15 +263,24 @@ def _trainer(model: str | Path, kind: str, dataset: Any, tokenizer: Any, setting
     return trainer, targets
 
 
-def _drop_or_refuse_long(trainer: Any, settings: DPOSettings) -> int:
-    """Refuse pairs over ``max_length`` (or, with ``drop_long``, leave them out); returns how many were dropped."""
+def _drop_or_refuse_long(trainer: Any, settings: DPOSettings, dataset: Any, tokenizer: Any) -> int:
+    """Refuse pairs over ``max_length`` (or, with ``drop_long``, leave them out), and trace pairs whose thinking
+    the chat template drops; returns how many were dropped for their length."""
+    lost = thinking_dropped(dataset, trainer.train_dataset, tokenizer)
+    if lost:
+        raise ThinkingDropped(f"the chat template of the model drops the thinking of {len(lost)} of {len(dataset)} "
+                              f"pairs (rows {', '.join(map(str, lost[:10]))}{', ...' if len(lost) > 10 else ''}): DPO "
+                              "would train on their solutions alone; use a tokenizer whose chat template keeps "
+                              "<think>...</think> in assistant turns")
     long = over_length(trainer.train_dataset, settings.max_length)
     if not long:
         return 0
     total = len(trainer.train_dataset)
     keep = sorted(set(range(total)) - {i for i, _ in long})
     if not settings.drop_long or not keep:
-        raise PairsTooLong(too_long_message(long, total, settings.max_length))
+        kinds = dataset["kind"] if "kind" in dataset.column_names else [None] * total
+        traces = sum(1 for i, _ in long if kinds[i] == "trace")
+        raise PairsTooLong(too_long_message(long, total, settings.max_length, traces))
     trainer.train_dataset = trainer.train_dataset.select(keep)
     return len(long)
 

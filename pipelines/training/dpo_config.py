@@ -10,13 +10,18 @@ class PairsTooLong(ValueError):
     """Some pairs do not fit in ``max_length`` tokens (the message gives the numbers)."""
 
 
+class ThinkingDropped(ValueError):
+    """The model's chat template leaves the thinking of trace pairs out of what would be trained on."""
+
+
 class DPOSettings(BaseModel):
     """How to train the adapter (all recorded beside it, in ``quantmedic-train.json``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     max_length: int = Field(2048, ge=16, description="Longest pair in tokens (prompt + answer); longer pairs are "
-                                                     "refused, not truncated.")
+                                                     "refused, not truncated (a medicine's medicine.json gives its "
+                                                     "pairs' lengths; reasoning traces need tens of thousands).")
     beta: float = Field(0.1, gt=0, description="DPO's beta (strength of the pull toward the base).")
     loss_type: str = Field("sigmoid", description="TRL DPO loss: sigmoid, ipo, hinge, ...")
     learning_rate: float = Field(5e-5, gt=0)
