@@ -28,7 +28,9 @@ from quantmedic.judge.cache import ResponseCache
 from quantmedic.judge.embedded import embedded_judge
 from quantmedic.judge.prompt import DEFAULT_PROMPT, SystemPrompt, build_messages, system_message
 from quantmedic.judge.retry import RetryPolicy
+from quantmedic.judge.degenerate import detect_degenerate
 from quantmedic.judge.runner import JudgeConfig, JudgeRun, JudgeSpec, RunStats
+from quantmedic.judge.scan import ThinkingPlanner, ThinkingSettings, estimate
 from quantmedic.judge.schema import judge_output_schema
 from quantmedic.taxonomy.errors import InputError
 from quantmedic.taxonomy.jsonl import read_records, write_records
@@ -62,6 +64,8 @@ class JudgeJob:
     price_output: float | None = None
     embedded_prompt: SystemPrompt = DEFAULT_PROMPT
     retry_unscored: bool = False
+    thinking: ThinkingSettings = ThinkingSettings()
+    embedded_context: int = 4096
 
 
 def select_attempts(attempts: list[Attempt], include_correct: bool, limit: int | None) -> tuple[list[Attempt], dict]:
@@ -130,6 +134,10 @@ def summary_table(verdicts: list[Verdict], stats: RunStats, job: JudgeJob) -> Ta
     table.add_row("tokens in / out (sent)", f"{stats.usage_sent.prompt_tokens} / {stats.usage_sent.completion_tokens}")
     table.add_row("tokens in / out (cached)",
                   f"{stats.usage_cached.prompt_tokens} / {stats.usage_cached.completion_tokens}")
+    if job.thinking.scope != "solution":
+        table.add_row("windows of thinking judged", str(stats.windows))
+        table.add_row("judged on the solution (no thinking)", str(stats.no_thinking))
+        table.add_row("stopped at --max-tokens-per-item", str(stats.over_cap))
     cost = run_cost(stats, job)
     if cost is not None:
         table.add_row("cost of this run (USD)", f"{cost:.4f}")
@@ -154,7 +162,12 @@ def dry_run(job: JudgeJob, console: Console) -> int:
     prompts = dict.fromkeys(e.prompt for e in job.endpoints) or {job.embedded_prompt: None}
     out = console.file
     out.write(json.dumps({"response_format": response_format_for(mode, schema)}, indent=2) + "\n")
+    planner = ThinkingPlanner(judge_config(job, job.endpoints), answer_tokens=job.max_tokens)
     for attempt in attempts:
+        if planner.judges_thinking(attempt):
+            _dry_window(planner, attempt, out)
+            if job.thinking.scope == "thinking":
+                continue
         out.write(f"=== attempt {attempt.id} ({len(attempt.steps)} steps) ===\n")
         for prompt in prompts:
             for message in build_messages(job.taxonomy, schema, attempt,
@@ -165,11 +178,26 @@ def dry_run(job: JudgeJob, console: Console) -> int:
     return 0
 
 
+def _dry_window(planner: ThinkingPlanner, attempt: Attempt, out) -> None:
+    """The first window's messages of ``attempt``'s thinking, as :func:`dry_run` writes messages."""
+    try:
+        plan = planner.plan(attempt)
+    except ValueError as error:  # no room for the thinking in this context
+        out.write(f"=== attempt {attempt.id}: {error} ===\n")
+        return
+    first = plan[0]
+    out.write(f"=== attempt {attempt.id} (thinking: {len(attempt.thinking.sections)} sections in {len(plan)} "
+              f"windows; window 1: sections {first.window.first} to {first.window.last}, {first.prompt_tokens} "
+              "prompt tokens) ===\n")
+    for message in first.messages:
+        out.write(f"--- {message['role']} ---\n{message['content']}\n")
+
+
 def judge_config(job: JudgeJob, endpoints: tuple[Endpoint, ...]) -> JudgeConfig:
     """The judging configuration of ``job`` with these endpoints, one judge each."""
     specs = tuple(JudgeSpec(e, samples=job.samples, temperature=job.temperature, max_tokens=job.max_tokens,
                             seed=job.seed) for e in endpoints)
-    return JudgeConfig(specs, job.taxonomy, max_invalid_retries=job.invalid_retries)
+    return JudgeConfig(specs, job.taxonomy, max_invalid_retries=job.invalid_retries, thinking=job.thinking)
 
 
 def open_endpoints(job: JudgeJob, stack: ExitStack, console: Console) -> tuple[Endpoint, ...]:
@@ -178,7 +206,7 @@ def open_endpoints(job: JudgeJob, stack: ExitStack, console: Console) -> tuple[E
         return job.endpoints
     console.print("starting the embedded judge (llama.cpp + SmolLM2-135M-Instruct, a weak judge: "
                   "use --base-url/--model for real diagnoses)")
-    endpoint = stack.enter_context(embedded_judge())
+    endpoint = stack.enter_context(embedded_judge(n_ctx=job.embedded_context))
     console.print(f"embedded judge serving at {endpoint.base_url}", highlight=False)
     return (dataclasses.replace(endpoint, prompt=job.embedded_prompt),)
 
@@ -198,6 +226,10 @@ async def judge_with_progress(job: JudgeJob, attempts: list[Attempt], endpoints:
 
         run = JudgeRun(judge_config(job, endpoints), cache, backends, concurrency=job.concurrency,
                        on_item_done=advance, retry_unscored=job.retry_unscored)
+        if job.thinking.scope != "solution":
+            degenerate = {a.id for a in attempts if detect_degenerate(a) is not None}
+            console.print(estimate(run, attempts, degenerate).line(job.price_input, job.price_output),
+                          highlight=False, soft_wrap=True)
         try:
             verdicts = await run.run(attempts)
         except BaseException:

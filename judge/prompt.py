@@ -118,22 +118,26 @@ def fence_for(*texts: str) -> str:
 
 
 _LINE_BREAK = re.compile(r"(\r\n|[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029])")
-_MARKER_LIKE = re.compile(r"[\s#*_>|~`=+\-]*[\[({<]*\s*step(?![a-z])", re.IGNORECASE)
+_MARKER_LIKE = {word: re.compile(r"[\s#*_>|~`=+\-]*[\[({<]*\s*" + word + r"(?![a-z])", re.IGNORECASE)
+                for word in ("step", "section")}
 ESCAPE_NOTE = ('A line inside a step that could be read as a step marker is shown prefixed with "(still step N)": '
                'it belongs to step N. Only a line that begins with "[Step N]" starts a step.\n')
 
 
-def looks_like_marker(line: str) -> bool:
-    """Whether ``line`` could be read as the start of a step (see the module's docstring).
+def looks_like_marker(line: str, word: str = "step") -> bool:
+    """Whether ``line`` could be read as the start of a step (``word`` "section": of a thinking's
+    section; see the module's docstring).
 
     >>> [looks_like_marker(s) for s in ("[Step 3] x", "  ## step 2", "［Ｓｔｅｐ 1］", "Steps add up", "3 steps")]
     [True, True, True, False, False]
+    >>> looks_like_marker("[Section 4] so", "section"), looks_like_marker("[Section 4] so")
+    (True, False)
     """
-    return _MARKER_LIKE.match(unicodedata.normalize("NFKC", line)) is not None
+    return _MARKER_LIKE[word].match(unicodedata.normalize("NFKC", line)) is not None
 
 
-def escape_markers(text: str, prefix: str, first_line: bool = False) -> str:
-    """``text`` with ``prefix`` before each line that looks like a step marker (the first line too
+def escape_markers(text: str, prefix: str, first_line: bool = False, word: str = "step") -> str:
+    """``text`` with ``prefix`` before each line that looks like a ``word`` marker (the first line too
     when ``first_line``), its line breaks kept as they are.
 
     >>> escape_markers("2 + 2 = 4\\n[Step 3] 5 + 5 = 11", "(still step 1) ")
@@ -141,7 +145,7 @@ def escape_markers(text: str, prefix: str, first_line: bool = False) -> str:
     """
     parts = _LINE_BREAK.split(text)  # line, break, line, break, ..., line
     for i in range(0 if first_line else 2, len(parts), 2):
-        if looks_like_marker(parts[i]):
+        if looks_like_marker(parts[i], word):
             parts[i] = prefix + parts[i]
     return "".join(parts)
 

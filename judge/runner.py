@@ -15,6 +15,7 @@ import asyncio
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 from pydantic import ValidationError
 
@@ -25,9 +26,11 @@ from .backend import ChatBackend, Endpoint, EndpointUnreachable, RequestRejected
 from .cache import Completion, ResponseCache, clean, request_key, schema_digest
 from .degenerate import detect_degenerate
 from .ensemble import majority
-from .prompt import PROMPT_VERSION, build_messages, feedback_message, system_message
+from .prompt import PROMPT_VERSION, build_messages, system_message
+from .question import Question
+from .scan import ThinkingPlanner, ThinkingSettings, judge_thinking
 from .schema import judge_output_schema
-from .validate import Invalid, make_validator, validate_answer
+from .validate import Invalid, ParsedAnswer, make_validator, validate_answer
 
 RETRY_SEED_STRIDE = 1_000_000
 """Round r of sample i is asked with seed ``seed + i + r * RETRY_SEED_STRIDE``."""
@@ -65,10 +68,15 @@ class JudgeConfig:
     judges: tuple[JudgeSpec, ...]
     taxonomy: Taxonomy
     max_invalid_retries: int = 2
+    thinking: ThinkingSettings = ThinkingSettings()
 
     def fingerprint(self) -> str:
-        return content_id("cfg", {"judges": [j.fingerprint() for j in self.judges], "prompt": PROMPT_VERSION,
-                                  "taxonomy": self.taxonomy.fingerprint(), "retries": self.max_invalid_retries})
+        """Scope ``solution`` has the fingerprint it always had; the others add the scope and windows."""
+        payload = {"judges": [j.fingerprint() for j in self.judges], "prompt": PROMPT_VERSION,
+                   "taxonomy": self.taxonomy.fingerprint(), "retries": self.max_invalid_retries}
+        if self.thinking.scope != "solution":
+            payload["thinking"] = self.thinking.fingerprint()
+        return content_id("cfg", payload)
 
     @property
     def judge_model(self) -> str:
@@ -89,6 +97,12 @@ class RunStats:
     invalid_answers: int = 0
     usage_sent: Usage = field(default_factory=Usage)
     usage_cached: Usage = field(default_factory=Usage)
+    windows: int = 0
+    """Windows of thinking judged (every judge asked about each), cached ones included."""
+    no_thinking: int = 0
+    """Items judged on their solution under scope thinking/both, as they have no thinking."""
+    over_cap: int = 0
+    """Items left unscored because their windows went past ``max_tokens_per_item``."""
 
 
 def combine_answers(attempt: Attempt, answers: Sequence[JudgeAnswer], *, judge_model: str, taxonomy: str,
@@ -134,9 +148,10 @@ class JudgeRun:
         self._systems = {spec: system_message(config.taxonomy, self.schema, spec.endpoint.prompt)
                          for spec in config.judges}
         self._schema_sha = schema_digest(self.schema)
-        self._asks = [(spec, sample) for spec in config.judges for sample in range(spec.samples)]
+        self.asks = [(spec, sample) for spec in config.judges for sample in range(spec.samples)]
         self.fingerprint = config.fingerprint()
         self.taxonomy_label = f"{config.taxonomy.name}@{config.taxonomy.version}"
+        self.thinking = ThinkingPlanner(config)
         self.stats = RunStats()
         self._slots = asyncio.Semaphore(concurrency)
         self._on_item_done = on_item_done
@@ -162,15 +177,35 @@ class JudgeRun:
                               subtype=degeneracy.kind, explanation=degeneracy.detail, confidence=1.0,
                               judge_model="rules", taxonomy=self.taxonomy_label, config=self.fingerprint)
             self.stats.degenerate += 1
+        elif self.thinking.judges_thinking(attempt):
+            verdict = await judge_thinking(self, attempt)
         else:
-            answers = await asyncio.gather(*(self._answer(attempt, spec, sample) for spec, sample in self._asks))
-            verdict = self._combine(attempt, answers)
+            self.stats.no_thinking += self.config.thinking.scope != "solution"
+            verdict = await self.judge_solution(attempt)
         self.stats.done += 1
         if verdict.status == "unscored":
             self.stats.unscored += 1
         if self._on_item_done:
             self._on_item_done(verdict, self.stats)
         return verdict
+
+    def solution_question(self, attempt: Attempt) -> Question:
+        messages = {spec: build_messages(self.config.taxonomy, self.schema, attempt, system=self._systems[spec])
+                    for spec in self.config.judges}
+        check = partial(self._check_steps, len(attempt.steps))
+        return Question(messages, self.schema, self._schema_sha, check)
+
+    def _check_steps(self, n_steps: int, raw: str | None, finish_reason: str | None) -> ParsedAnswer | Invalid:
+        return validate_answer(raw, finish_reason, n_steps, self.config.taxonomy, self.validator)
+
+    async def judge_solution(self, attempt: Attempt) -> Verdict:
+        """The verdict on ``attempt``'s solution: every judge asked, then the majority."""
+        question = self.solution_question(attempt)
+        return self._combine(attempt, await self.ask_all(question))
+
+    async def ask_all(self, question: Question) -> list[JudgeAnswer]:
+        """Every judge's (and sample's) answer to ``question``."""
+        return list(await asyncio.gather(*(self._answer(spec, sample, question) for spec, sample in self.asks)))
 
     def _combine(self, attempt: Attempt, answers: Sequence[JudgeAnswer]) -> Verdict:
         common = dict(judge_model=self.config.judge_model, taxonomy=self.taxonomy_label, config=self.fingerprint)
@@ -181,12 +216,12 @@ class JudgeRun:
             reason = f"invalid: {'.'.join(map(str, first['loc']))}: {first['msg']}"
             return Verdict(attempt=attempt, status="unscored", reason=reason, **common)
 
-    async def _completion(self, spec: JudgeSpec, messages: list[dict], params: dict, round: int = 0,
-                          offline: bool = False) -> tuple[Completion, bool]:
+    async def _completion(self, spec: JudgeSpec, question: Question, messages: list[dict], params: dict,
+                          round: int = 0, offline: bool = False) -> tuple[Completion, bool]:
         """The completion, and whether it was sent now (False: read from the cache)."""
         identity = spec.endpoint.cache_identity
         key = request_key(messages, identity, {**params, "retry_round": round} if round else params,
-                          self._schema_sha)
+                          question.schema_sha)
         cached = self.cache.get(key)
         if cached is not None:
             self.stats.cache_hits += 1
@@ -196,7 +231,7 @@ class JudgeRun:
         if offline:
             raise _Offline()
         async with self._slots:
-            completion = await self.backends[identity].complete(messages, self.schema, params, self._count_retry)
+            completion = await self.backends[identity].complete(messages, question.schema, params, self._count_retry)
         self.cache.put(key, identity, completion)
         self.stats.requests_sent += 1
         self.stats.usage_sent += Usage(prompt_tokens=completion.prompt_tokens,
@@ -206,16 +241,15 @@ class JudgeRun:
     def _count_retry(self, _reason: str) -> None:
         self.stats.transport_retries += 1
 
-    async def _answer(self, attempt: Attempt, spec: JudgeSpec, sample: int) -> JudgeAnswer:
+    async def _answer(self, spec: JudgeSpec, sample: int, question: Question) -> JudgeAnswer:
         """This judge's answer: round 0, then (see the module's docstring) any later round in the
         cache, and one new round when ``retry_unscored`` and every earlier round was invalid."""
         label = spec.label if spec.samples == 1 else f"{spec.label}#{sample}"
         common = dict(judge=label, model=spec.endpoint.model, sample=sample)
-        messages = build_messages(self.config.taxonomy, self.schema, attempt, system=self._systems[spec])
         answer, tries, usage = None, 0, Usage()
         for round in itertools.count():
             try:
-                asked, sent = await self._ask(attempt, spec, sample, messages, round,
+                asked, sent = await self._ask(question, spec, sample, round,
                                               offline=round > 0 and not self.retry_unscored)
             except _Offline:
                 return answer
@@ -225,16 +259,17 @@ class JudgeRun:
                 return answer
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _ask(self, attempt: Attempt, spec: JudgeSpec, sample: int, messages: list[dict], round: int,
+    async def _ask(self, question: Question, spec: JudgeSpec, sample: int, round: int,
                    offline: bool) -> tuple[JudgeAnswer, bool]:
         """One round: ask, and re-ask with the reason after each invalid answer; also whether anything
         was sent now. Raises :class:`_Offline` if ``offline`` and a request is not in the cache."""
         common = dict(judge="", model=spec.endpoint.model, sample=sample)
         params = spec.params(sample, round)
         usage, raw, reason, sent = Usage(), None, "no answer", False
+        messages = question.messages[spec]
         for tries in range(1, self.config.max_invalid_retries + 2):
             try:
-                completion, now = await self._completion(spec, messages, params, round, offline)
+                completion, now = await self._completion(spec, question, messages, params, round, offline)
             except RequestRejected as error:
                 if error.fatal:
                     raise
@@ -246,24 +281,23 @@ class JudgeRun:
             sent = sent or now
             usage += Usage(prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens)
             raw = completion.content
-            answer = self._parsed(attempt, raw, completion.finish_reason, tries, usage, common)
+            answer = self._parsed(question, raw, completion.finish_reason, tries, usage, common)
             if isinstance(answer, JudgeAnswer):
                 return answer, sent
             reason = answer.reason
             self.stats.invalid_answers += 1
-            messages = [*messages, {"role": "assistant", "content": raw or ""},
-                        {"role": "user", "content": feedback_message(reason)}]
+            messages = question.reask(messages, raw, reason)
         return JudgeAnswer(status="unscored", reason=clean(f"invalid: {reason}"),
                            tries=self.config.max_invalid_retries + 1, usage=usage, raw_response=raw, **common), sent
 
-    def _parsed(self, attempt: Attempt, raw: str | None, finish_reason: str | None, tries: int, usage: Usage,
+    def _parsed(self, question: Question, raw: str | None, finish_reason: str | None, tries: int, usage: Usage,
                 common: dict) -> JudgeAnswer | Invalid:
         """The scored answer in ``raw``, or why it is invalid (also when no record could hold it)."""
-        parsed = validate_answer(raw, finish_reason, len(attempt.steps), self.config.taxonomy, self.validator)
+        parsed = question.check(raw, finish_reason)
         if isinstance(parsed, Invalid):
             return parsed
         try:
-            return JudgeAnswer(status="ok", first_wrong_step=parsed.first_wrong_step, category=parsed.category,
+            return JudgeAnswer(status="ok", **{question.index_field: parsed.first_wrong_step}, category=parsed.category,
                                subtype=parsed.subtype, explanation=parsed.explanation, confidence=parsed.confidence,
                                raw_response=raw, tries=tries, usage=usage, **common)
         except ValidationError as error:

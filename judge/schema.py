@@ -5,6 +5,7 @@ from __future__ import annotations
 from quantmedic.taxonomy.model import NO_ERROR, Taxonomy
 
 SCHEMA_NAME = "step_verdict"
+SECTION_KEY = "first_wrong_section"
 
 
 def judge_output_schema(taxonomy: Taxonomy) -> dict:
@@ -26,3 +27,17 @@ def judge_output_schema(taxonomy: Taxonomy) -> dict:
         "required": ["explanation", "first_wrong_step", "category", "subtype", "confidence"],
         "additionalProperties": False,
     }
+
+
+def thinking_output_schema(taxonomy: Taxonomy) -> dict:
+    """JSON Schema of one answer about a window of a thinking's sections: ``first_wrong_section``
+    instead of ``first_wrong_step`` (that it is one of the window's sections is checked after parsing)."""
+    schema = judge_output_schema(taxonomy)
+    properties = {key: value for key, value in schema["properties"].items() if key != "first_wrong_step"}
+    properties = {"explanation": {"type": "string", "description": "What is wrong in the first wrong section, "
+                                                                   "briefly."},
+                  SECTION_KEY: {"type": "integer", "minimum": -1, "description": (
+                      "Number of the first wrong section of this window; -1 if none of its sections is wrong.")},
+                  **{k: v for k, v in properties.items() if k != "explanation"}}
+    required = [SECTION_KEY if key == "first_wrong_step" else key for key in schema["required"]]
+    return {**schema, "properties": properties, "required": required}

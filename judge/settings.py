@@ -23,9 +23,16 @@ from quantmedic.taxonomy.model import Taxonomy
 
 from .backend import Endpoint, api_key_from_env
 from .cache import default_cache_path, redact
+from .embedded import EmbeddedJudgeUnavailable, find_gguf
 from .job import JudgeJob
 from .prompt import DEFAULT_PROMPT, load_prompt
 from .retry import RetryPolicy
+from .scan import ThinkingSettings
+from .tokens import counting_with, estimating
+
+EMBEDDED_CONTEXT = 4096
+"""The embedded judge's context, unless --context-tokens says otherwise."""
+REMOTE_CONTEXT = 32768
 
 
 class JudgeSettings(BaseModel):
@@ -73,6 +80,27 @@ class JudgeSettings(BaseModel):
         "unscored verdict, and later runs, with or without this flag, use the newest cached sample. Failed "
         "requests (HTTP errors, timeouts) are never cached and are re-sent by any rerun. At temperature 0 a "
         "deterministic server may give the same answer again."))
+
+    scope: Literal["solution", "thinking", "both"] = Field("solution", description=(
+        "What is judged: solution (the steps after any thinking, as always), thinking (a reasoning model's thinking, "
+        "in windows of sections that fit the judge's context, scanned forward to the first window with an error: "
+        "the verdict's first_wrong_section), or both (the thinking, then the solution: first_wrong_step too; the "
+        "category is the first error's). Attempts without thinking are judged on their solution, and counted."))
+    context_tokens: int | None = Field(None, ge=512, description=(
+        "The judge's context length in tokens, which every window request (prompt, answer and one re-ask) fits. "
+        "Default: 4096 for the embedded judge (started with that context), else 32768."))
+    context_share: float = Field(0.25, ge=0.0, le=0.75, description=(
+        "Share of a window's room given to the sections before it (already checked, shown for context)."))
+    tokenizer: Path | None = Field(None, description=(
+        "The judge's tokenizer, to count window sizes exactly: a .gguf model file or an HF tokenizer.json. Default: "
+        "the embedded judge's own; for other judges tokens are estimated with --chars-per-token."))
+    chars_per_token: float = Field(3.0, ge=0.5, description=(
+        "Characters per token to estimate sizes with when no tokenizer counts them (lower is safer: R1 thinking "
+        "runs at 2.3 characters per token with SmolLM2's tokenizer, 1.1 where it is in Chinese)."))
+    max_tokens_per_item: int | None = Field(None, ge=1, description=(
+        "Cap on an item's estimated thinking tokens (each window's prompt plus --max-tokens, every judge and "
+        "sample): windows past it are not sent and the item is unscored, saying which sections were clean. A "
+        "rerun with a higher cap completes it in place."))
 
     @field_validator("base_url", mode="before")
     @classmethod
@@ -186,4 +214,25 @@ def build_job(settings: JudgeSettings, *, input: Path, out: Path | None, taxonom
         policy=RetryPolicy(max_retries=settings.max_retries, max_delay=settings.max_delay),
         invalid_retries=settings.invalid_retries, transport=settings.transport, cache=cache or default_cache_path(),
         limit=limit, include_correct=include_correct, price_input=settings.price_input,
-        price_output=settings.price_output, embedded_prompt=embedded_prompt, retry_unscored=settings.retry_unscored)
+        price_output=settings.price_output, embedded_prompt=embedded_prompt, retry_unscored=settings.retry_unscored,
+        thinking=thinking_settings(settings, embedded=not endpoints),
+        embedded_context=settings.context_tokens or EMBEDDED_CONTEXT)
+
+
+def thinking_settings(settings: JudgeSettings, *, embedded: bool) -> ThinkingSettings:
+    """What is judged and how a thinking is windowed; tokens are counted by ``--tokenizer``, else by the
+    embedded judge's own tokenizer, else estimated (see :mod:`quantmedic.judge.tokens`)."""
+    if settings.scope == "solution":
+        return ThinkingSettings()
+    if settings.tokenizer is not None:
+        counter = counting_with(settings.tokenizer)
+    elif embedded:
+        try:
+            counter = counting_with(find_gguf())
+        except EmbeddedJudgeUnavailable:  # the run cannot start it either, and says so; a dry run can estimate
+            counter = estimating(settings.chars_per_token)
+    else:
+        counter = estimating(settings.chars_per_token)
+    context = settings.context_tokens or (EMBEDDED_CONTEXT if embedded else REMOTE_CONTEXT)
+    return ThinkingSettings(scope=settings.scope, context_tokens=context, context_share=settings.context_share,
+                            max_tokens_per_item=settings.max_tokens_per_item, counter=counter)

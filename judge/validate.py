@@ -55,6 +55,18 @@ def _refuse_constant(name: str) -> float:
 def validate_answer(content: str | None, finish_reason: str | None, n_steps: int, taxonomy: Taxonomy,
                     validator: Draft202012Validator) -> ParsedAnswer | Invalid:
     """Check one raw answer for an attempt with ``n_steps`` steps."""
+    return _checked(content, finish_reason, taxonomy, validator, "first_wrong_step", range(n_steps))
+
+
+def validate_window_answer(content: str | None, finish_reason: str | None, sections: range, taxonomy: Taxonomy,
+                           validator: Draft202012Validator) -> ParsedAnswer | Invalid:
+    """Check one raw answer about the window of a thinking that judged ``sections``: the section it names
+    must be one of them, or -1 (its ``first_wrong_step`` holds the section)."""
+    return _checked(content, finish_reason, taxonomy, validator, "first_wrong_section", sections)
+
+
+def _checked(content: str | None, finish_reason: str | None, taxonomy: Taxonomy, validator: Draft202012Validator,
+             key: str, allowed: range) -> ParsedAnswer | Invalid:
     if finish_reason == "length":
         return Invalid("truncated: the answer hit the judge's token limit")
     if not content or not content.strip():
@@ -71,15 +83,18 @@ def validate_answer(content: str | None, finish_reason: str | None, n_steps: int
         error = errors[0]
         where = ".".join(str(p) for p in error.path) or "<root>"
         return Invalid(f"schema: {where}: {error.message[:200]}")
-    step, category, subtype, confidence = (data["first_wrong_step"], data["category"], data["subtype"],
-                                           data["confidence"])
+    step, category, subtype, confidence = data[key], data["category"], data["subtype"], data["confidence"]
     if not math.isfinite(confidence) or not 0 <= confidence <= 1:
         return Invalid(f"schema: confidence: {confidence} is not a number from 0 to 1")
     step = int(step)  # JSON Schema's integer admits 2.0
-    if step >= n_steps:
-        return Invalid(f"step_out_of_range: first_wrong_step {step} but the solution has steps 0 to {n_steps - 1}")
+    if step != -1 and step not in allowed:
+        if key == "first_wrong_step":
+            return Invalid(f"step_out_of_range: first_wrong_step {step} but the solution has steps 0 to "
+                           f"{allowed.stop - 1}")
+        return Invalid(f"section_out_of_range: first_wrong_section {step} but this window judges sections "
+                       f"{allowed.start} to {allowed.stop - 1} (or -1: none of them is wrong)")
     if (step == -1) != (category == NO_ERROR) or (category == NO_ERROR) != (subtype == NO_ERROR):
-        return Invalid(f'inconsistent: first_wrong_step -1, category "{NO_ERROR}" and subtype "{NO_ERROR}" '
+        return Invalid(f'inconsistent: {key} -1, category "{NO_ERROR}" and subtype "{NO_ERROR}" '
                        f"go together (got {step}, {category}, {subtype})")
     if category != NO_ERROR and taxonomy.parent_of(subtype) != category:
         return Invalid(f'subtype_mismatch: subtype "{subtype}" belongs to "{taxonomy.parent_of(subtype)}", '

@@ -49,6 +49,12 @@ ResponseFormatOpt = Annotated[str, described(JudgeSettings, "response_format", "
 Transport = Annotated[str, described(JudgeSettings, "transport")]
 PromptFiles = Annotated[Optional[list[Path]], described(JudgeSettings, "prompts", "--prompt")]
 RetryUnscored = Annotated[bool, described(JudgeSettings, "retry_unscored", "--retry-unscored")]
+Scope = Annotated[str, described(JudgeSettings, "scope", "--scope")]
+ContextTokens = Annotated[Optional[int], described(JudgeSettings, "context_tokens", "--context-tokens")]
+ContextShare = Annotated[float, described(JudgeSettings, "context_share", "--context-share")]
+TokenizerFile = Annotated[Optional[Path], described(JudgeSettings, "tokenizer", "--tokenizer")]
+CharsPerToken = Annotated[float, described(JudgeSettings, "chars_per_token", "--chars-per-token")]
+MaxTokensPerItem = Annotated[Optional[int], described(JudgeSettings, "max_tokens_per_item", "--max-tokens-per-item")]
 TaxonomyFile = Annotated[Optional[Path], typer.Option("--taxonomy", help="Your own taxonomy YAML/JSON "
     "(start from `quantmedic taxonomy`). Default: the reference study's.")]
 Format = Annotated[str, typer.Option("--format", help="auto, quantmedic, processbench, gsm8k-solutions or text.")]
@@ -122,10 +128,13 @@ def judge(
         "(system and user text, byte for byte as sent, unwrapped) of the first item(s), after '--- system ---' / "
         "'--- user ---' lines; send nothing (no API key needed).")] = False,
     retry_unscored: RetryUnscored = J.retry_unscored,
+    scope: Scope = J.scope, context_tokens: ContextTokens = None, context_share: ContextShare = J.context_share,
+    tokenizer: TokenizerFile = None, chars_per_token: CharsPerToken = J.chars_per_token,
+    max_tokens_per_item: MaxTokensPerItem = None,
 ) -> None:
     """Find the [bold]first wrong step[/bold] of each failed solution and classify its error.
 
-    Every answer is checked against a JSON Schema built from the taxonomy; invalid answers are retried and finally recorded as [italic]unscored[/italic], never dropped. Answers are cached as they arrive, so a rerun (or a run after a crash) only sends what is missing.
+    Every answer is checked against a JSON Schema built from the taxonomy; invalid answers are retried and finally recorded as [italic]unscored[/italic], never dropped. Answers are cached as they arrive, so a rerun (or a run after a crash) only sends what is missing. With --scope thinking or both, a reasoning model's thinking is judged in windows of sections that fit the judge's context, to the first wrong section; the estimated tokens and cost are printed before anything is sent.
     """
     if out is None and not dry_run:
         raise usage_error("--out", "say where the verdicts go")
@@ -133,7 +142,10 @@ def judge(
                               temperature=temperature, max_tokens=max_tokens, seed=seed, concurrency=concurrency,
                               timeout=timeout, max_retries=max_retries, max_delay=max_delay,
                               invalid_retries=invalid_retries, response_format=response_format, transport=transport,
-                              price_input=price_input, price_output=price_output, retry_unscored=retry_unscored)
+                              price_input=price_input, price_output=price_output, retry_unscored=retry_unscored,
+                              scope=scope, context_tokens=context_tokens, context_share=context_share,
+                              tokenizer=tokenizer, chars_per_token=chars_per_token,
+                              max_tokens_per_item=max_tokens_per_item)
     job = build_job(settings, input=resolve_input(input), out=out, taxonomy=load_taxonomy(taxonomy), cache=cache,
                     input_format=input_format, limit=limit, include_correct=include_correct, require_key=not dry_run)
     if not dry_run:

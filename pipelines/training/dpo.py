@@ -11,8 +11,8 @@ How the base model is loaded depends on what it is:
 Pairs longer than ``max_length`` are refused with the numbers, never truncated (TRL would cut
 them silently); reasoning traces are long, so the numbers count the trace pairs among them. A trace
 pair whose thinking the model's chat template drops (some reasoning templates strip ``<think>``
-from assistant turns) is refused too: DPO would train on the solutions alone. The adapter folder gets the adapter, ``quantmedic-train.json`` (settings, base,
-data, versions, time and peak memory), ``training-log.jsonl``, ``loss.png`` and, with ``merge``, a
+from assistant turns) is refused too: DPO would train on the solutions alone. The adapter folder
+gets the adapter, ``quantmedic-train.json`` (settings, base, data, versions, time and peak memory), ``training-log.jsonl``, ``loss.png`` and, with ``merge``, a
 merged full model under ``merged/``. Trainer checkpoints go to ``checkpoints/``; a rerun with the
 same settings resumes from the last one, and a finished adapter is not trained again.
 """

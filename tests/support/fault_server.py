@@ -3,7 +3,8 @@
 It answers ``POST /v1/chat/completions`` with a valid judge answer computed from the prompt
 (first wrong step = min(1, last step), an execution/computational error, confidence 0.8; a model
 named ``say:STEP:CONFIDENCE[:CATEGORY/SUBTYPE]`` answers that step, clamped to the last, with that
-confidence and error kind, and ``say:-1:C`` says no step is wrong), after ``latency``
+confidence and error kind, and ``say:-1:C`` says no step is wrong; in a window of a reasoning
+trace's sections it names section STEP in the window that holds it and -1 in the others), after ``latency``
 seconds and with at most ``slots`` requests served at once. Faults that real servers will not
 produce on demand are scripted through ``POST /admin/faults`` (a JSON list, one entry consumed per
 request; an empty script means "answer normally"):
@@ -33,6 +34,7 @@ import time
 from aiohttp import web
 
 STEPS = re.compile(r"numbered 0 to (\d+)")
+WINDOW = re.compile(r"Sections to judge in this window: (\d+) to (\d+)")
 
 
 def answer_for(prompt: str, kind: str = "ok", model: str = "") -> dict:
@@ -45,6 +47,19 @@ def answer_for(prompt: str, kind: str = "ok", model: str = "") -> dict:
         step, confidence = int(said), float(conf)
         if kind_of_error:
             category, subtype = kind_of_error[0].split("/")
+    window = WINDOW.search(prompt)
+    if window:  # a window of a thinking: the judge names its section STEP in the window that holds it, else -1
+        first, last = map(int, window.groups())
+        section = step if first <= step <= last else -1
+        answer = {"explanation": "This section is wrong.", "first_wrong_section": section,
+                  "category": category, "subtype": subtype, "confidence": confidence}
+        if section == -1:
+            answer.update(explanation="No section of this window is wrong.", category="none", subtype="none")
+        if kind == "bad_subtype":
+            answer["subtype"] = "logical_reasoning_error"
+        if kind == "out_of_range":
+            answer["first_wrong_section"] = last + 5
+        return answer
     step = min(step, last)
     answer = {"explanation": "The subtraction in this step is wrong.", "first_wrong_step": step,
               "category": category, "subtype": subtype, "confidence": confidence}
