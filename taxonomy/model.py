@@ -98,18 +98,36 @@ def parse_taxonomy(text: str, path: str | Path = "<taxonomy>") -> Taxonomy:
         raise validation_error(exc, path, text) from None
 
 
+SHIPPED_TAXONOMIES: dict[str, str] = {"default": "default.yaml", "reasoning": "reasoning.yaml"}
+"""The taxonomies shipped with quantmedic, by name: the reference study's (``default``) and the errors of long
+chains of thought (``reasoning``)."""
+
+
+def shipped_taxonomy_text(name: str) -> str:
+    """The YAML text of a shipped taxonomy (:data:`SHIPPED_TAXONOMIES`)."""
+    return resources.files("quantmedic.taxonomy").joinpath(SHIPPED_TAXONOMIES[name]).read_text(encoding="utf-8")
+
+
 def load_taxonomy(path: str | Path | None = None) -> Taxonomy:
-    """Load a taxonomy file, or the default one when ``path`` is None."""
+    """Load a taxonomy: a file, a shipped name (``default``, ``reasoning``: a file of that name wins), or the
+    default one when ``path`` is None."""
     if path is None:
         return default_taxonomy()
+    if str(path) in SHIPPED_TAXONOMIES and not Path(path).exists():
+        return shipped_taxonomy(str(path))
     return parse_taxonomy(read_text(path, "taxonomy"), path)
 
 
 def default_taxonomy_text() -> str:
-    return resources.files("quantmedic.taxonomy").joinpath("default.yaml").read_text(encoding="utf-8")
+    return shipped_taxonomy_text("default")
 
 
 @cache
+def shipped_taxonomy(name: str) -> Taxonomy:
+    """A shipped taxonomy by name (:data:`SHIPPED_TAXONOMIES`)."""
+    return parse_taxonomy(shipped_taxonomy_text(name), SHIPPED_TAXONOMIES[name])
+
+
 def default_taxonomy() -> Taxonomy:
     """The reference study's taxonomy, shipped as ``default.yaml``."""
-    return parse_taxonomy(default_taxonomy_text(), "default.yaml")
+    return shipped_taxonomy("default")

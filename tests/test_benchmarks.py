@@ -156,3 +156,48 @@ def test_hugging_face_path_through_load_dataset(tmp_path):
 def test_docstring_examples():
     result = doctest.testmod(benchmarks)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_aime90_aime25_and_their_union_aime120():
+    aime90, aime25, aime120 = (load_benchmark(name) for name in ("aime90", "aime25", "aime120"))
+    assert (len(aime90), len(aime25), len(aime120)) == (90, 30, 120)
+    assert aime120 == aime90 + aime25 and len({p.id for p in aime120}) == 120  # ids as in their own sets
+    assert {p.source for p in aime120} == {"aime90", "aime25"} and len({p.source_id for p in aime120}) == 120
+    # integer answers as math-verify compares them: "024" -> "24", 70 -> "70"
+    assert (aime90[0].reference_answer, aime90[0].source_id) == ("24", "aime90-0")
+    assert (aime25[0].reference_answer, aime25[0].source_id) == ("70", "aime25-0")
+    assert all(isinstance(p.reference_answer, str) and p.reference_answer == str(int(p.reference_answer))
+               and 0 <= int(p.reference_answer) <= 999 for p in aime120)
+    # the instruction baked into AIME 2025's prompts is stripped: the generation prompt adds its own
+    assert aime25[0].text == "Find the sum of all integer bases $b>9$ for which $17_b$ is a divisor of $97_b.$"
+    assert not any("Please reason" in p.text or "boxed" in p.text for p in aime25)
+    assert load_benchmark("aime120", limit=92) == aime120[:92]
+
+
+def test_gpqa_diamond_resolves_to_the_gated_hub_dataset_and_fails_offline_in_one_line(tmp_path):
+    """Never downloaded here: the name resolves to the Hub spec, and offline the loader says how to get access."""
+    import os
+    import subprocess
+    import sys
+
+    spec = benchmarks.HUB_BENCHMARKS["gpqa-diamond"]
+    assert (spec.dataset, spec.config, spec.split, spec.gated, spec.shuffle_choices) == (
+        "Idavidrein/gpqa", "gpqa_diamond", "train", True, True)
+    assert spec.fields == GPQA_FIELDS  # the option fields the local GPQA rows above are mapped with
+    assert "gpqa-diamond" not in benchmarks.SHIPPED_BENCHMARKS
+    assert not list(benchmarks.shipped_path("gsm8k").parents[1].rglob("*gpqa*"))  # never shipped
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
+           "COLUMNS": "400"}
+    script = "from quantmedic.pipelines.evaluation.benchmarks import load_benchmark; load_benchmark('gpqa-diamond')"
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert run.returncode != 0 and "InputError" in run.stderr
+    line = run.stderr.strip().splitlines()[-1]
+    assert "gpqa-diamond" in line and "Idavidrein/gpqa" in line and "accept the dataset's terms" in line
+    assert "log in" in line
+    cli = subprocess.run([sys.executable, "-m", "quantmedic.pipelines.cli", "generate", "m", "--benchmark",
+                          "gpqa-diamond", "--backend", "openai", "--base-url", "http://127.0.0.1:9/v1", "--out",
+                          str(tmp_path / "a.jsonl")], capture_output=True, text=True, env=env, timeout=120)
+    assert cli.returncode == 1 and len(cli.stderr.strip().splitlines()) == 1 and "Traceback" not in cli.stderr
+    assert "accept the dataset's terms" in cli.stderr and not (tmp_path / "a.jsonl").exists()
+    with pytest.raises(ValueError, match="own field mapping"):
+        load_benchmark("gpqa-diamond", fields={"text": "Question"})

@@ -142,6 +142,6 @@ def test_taxonomy_and_schema_commands(tmp_path):
     assert result.returncode == 0 and "conceptual_misunderstanding" in result.stdout
     copy = tmp_path / "mine.yaml"
     copy.write_text(result.stdout)
-    assert "ok (4 categories, 7 subtypes)" in cli("taxonomy", "--check", copy).stdout
+    assert "ok (quantmedic-default: 4 categories, 7 subtypes)" in cli("taxonomy", "--check", copy).stdout
     assert cli("schema", tmp_path / "schemas").returncode == 0
     assert json.loads((tmp_path / "schemas" / "verdict.schema.json").read_text())["title"] == "Verdict"

@@ -1,3 +1,7 @@
+import json
+from importlib import resources
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -72,3 +76,51 @@ def test_unparseable_taxonomy_gives_its_line(tmp_path):
     with pytest.raises(InputError) as info:
         load_taxonomy(path)
     assert info.value.line is not None and str(path) in str(info.value)
+
+
+def test_the_reasoning_taxonomy_loads_by_name_and_by_path():
+    from quantmedic.judge.schema import judge_output_schema
+    from quantmedic.taxonomy.model import RESERVED_IDS, SHIPPED_TAXONOMIES, shipped_taxonomy
+
+    by_name = load_taxonomy("reasoning")
+    path = Path(str(resources.files("quantmedic.taxonomy").joinpath(SHIPPED_TAXONOMIES["reasoning"])))
+    assert load_taxonomy(path) == by_name == shipped_taxonomy("reasoning") and by_name.name == "quantmedic-reasoning"
+    assert load_taxonomy("default") == default_taxonomy()
+    ids = [*by_name.category_ids, *by_name.subtype_ids]
+    assert len(ids) == len(set(ids)) and not set(ids) & RESERVED_IDS
+    # the errors peculiar to long chains of thought are all there
+    assert {"abandoned_correct_result", "false_verification", "endless_rechecking", "premature_conclusion",
+            "solution_contradicts_thinking", "lost_constraint", "hallucinated_fact"} <= set(by_name.subtype_ids)
+    for category in by_name.categories:
+        for entry in (category, *category.subtypes):
+            assert len(entry.definition.split()) >= 8 and any(c.isdigit() for c in entry.example), entry.id
+    schema = judge_output_schema(by_name)
+    assert set(by_name.subtype_ids) <= set(json.dumps(schema).replace('"', " ").split())
+
+
+def test_a_file_named_like_a_shipped_taxonomy_wins_and_a_missing_one_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = yaml.safe_load(default_taxonomy_text())
+    data["name"] = "local-reasoning"
+    Path("reasoning").write_text(yaml.safe_dump(data))
+    assert load_taxonomy("reasoning").name == "local-reasoning"
+    with pytest.raises(InputError, match="no such taxonomy file"):
+        load_taxonomy("reasonin")
+
+
+def test_taxonomy_command_prints_and_checks_the_shipped_ones():
+    import typer
+    from typer.testing import CliRunner
+
+    from quantmedic.pipelines.cli.info import commands
+
+    app = typer.Typer()
+    commands.register(app)
+    app.command("noop")(lambda: None)  # two commands: `taxonomy` stays a subcommand
+    shown = CliRunner().invoke(app, ["taxonomy", "reasoning"])
+    assert shown.exit_code == 0 and yaml.safe_load(shown.output)["name"] == "quantmedic-reasoning"
+    assert yaml.safe_load(CliRunner().invoke(app, ["taxonomy"]).output)["name"] == "quantmedic-default"
+    checked = CliRunner().invoke(app, ["taxonomy", "--check", "reasoning"])
+    assert checked.exit_code == 0 and "6 categories, 15 subtypes" in checked.output
+    refused = CliRunner().invoke(app, ["taxonomy", "nope"])
+    assert refused.exit_code != 0 and "not a shipped taxonomy" in str(refused.exception) + refused.output

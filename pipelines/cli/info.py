@@ -9,7 +9,8 @@ from typing import Annotated, Optional
 import typer
 
 from quantmedic.pipelines.data import SHIPPED, shipped_path
-from quantmedic.taxonomy.model import default_taxonomy_text, load_taxonomy
+from quantmedic.taxonomy.errors import InputError
+from quantmedic.taxonomy.model import SHIPPED_TAXONOMIES, load_taxonomy, shipped_taxonomy_text
 from quantmedic.taxonomy.schemas import write_schemas
 
 from .console import Commands, stdout
@@ -19,14 +20,22 @@ commands = Commands()
 
 @commands.command("taxonomy")
 def show_taxonomy(
-    check: Annotated[Optional[Path], typer.Option(help="Validate this taxonomy file instead of printing.")] = None,
+    name: Annotated[str, typer.Argument(help=f"The shipped taxonomy to print: {', '.join(SHIPPED_TAXONOMIES)} "
+                                             "(reasoning: the errors of long chains of thought).")] = "default",
+    check: Annotated[Optional[str], typer.Option(help="Validate this taxonomy file (or shipped name) instead of "
+                                                      "printing.")] = None,
 ) -> None:
-    """Print the default error taxonomy (YAML) to copy and edit, or --check your own."""
+    """Print a shipped error taxonomy (YAML) to copy and edit, or --check your own; any command's --taxonomy takes
+    a file or a shipped name."""
     if check is not None:
         taxonomy = load_taxonomy(check)
-        stdout.print(f"{check}: ok ({len(taxonomy.categories)} categories, {len(taxonomy.subtype_ids)} subtypes)")
+        stdout.print(f"{check}: ok ({taxonomy.name}: {len(taxonomy.categories)} categories, "
+                     f"{len(taxonomy.subtype_ids)} subtypes)", highlight=False)
         return
-    sys.stdout.write(default_taxonomy_text())
+    if name not in SHIPPED_TAXONOMIES:
+        raise InputError(name, f"is not a shipped taxonomy; choose one of {', '.join(SHIPPED_TAXONOMIES)}",
+                         usage=True)
+    sys.stdout.write(shipped_taxonomy_text(name))
 
 
 @commands.command()

@@ -1,8 +1,9 @@
 """Benchmark problems as :class:`Problem` records: the shipped sets, local JSONL, Hugging Face datasets.
 
 ``load_benchmark`` resolves its first argument in this order: a shipped name (``math500``,
-``gsm8k``, ``aime24``; offline), an existing local JSONL file, else a Hugging Face dataset name
-(``datasets.load_dataset``, imported only then). Rows become problems through one field mapping
+``gsm8k``, ``aime24``, ``aime90``, ``aime25``, ``aime120``; offline: :data:`SHIPPED_BENCHMARKS`), an existing
+local JSONL file, a benchmark known on the Hub (``gpqa-diamond``: :data:`HUB_BENCHMARKS`), else a Hugging
+Face dataset name (``datasets.load_dataset``, imported only then). Rows become problems through one field mapping
 (:data:`FIELDS` → the row's keys), detected from the first row and overridden by ``fields``.
 
 Conventions: a reference answer holding a GSM8K ``#### 18`` line becomes ``18`` (the full text,
@@ -16,7 +17,8 @@ from __future__ import annotations
 import hashlib
 import random
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +34,61 @@ from quantmedic.pipelines.data import shipped_path
 FIELDS = ("text", "reference_answer", "reference_solution", "source_id", "subject", "level", "choices")
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
-# Shipped benchmarks: shipped-data name and the mapping of their rows.
-SHIPPED_BENCHMARKS: dict[str, tuple[str, dict[str, Any]]] = {
-    "math500": ("math500", {"text": "problem", "reference_answer": "answer", "reference_solution": "solution",
-                            "source_id": "unique_id", "subject": "subject", "level": "level"}),
-    "gsm8k": ("gsm8k", {"text": "question", "reference_answer": "answer"}),
-    "aime24": ("aime24", {"text": "problem", "reference_answer": "answer", "reference_solution": "solution",
-                          "source_id": "id"}),
+@dataclass(frozen=True)
+class ShippedSet:
+    """One shipped benchmark file: its problems' source, the shipped-data name, the mapping of its rows,
+    and its conventions (row-number ids, an instruction to strip from the text, integer answers)."""
+
+    source: str
+    data: str
+    fields: Mapping[str, Any]
+    row_ids: str | None = None  # source ids "<row_ids><0-based row>" for a file without ids
+    strip: str | None = None  # removed from the end of each problem text (an instruction baked into it)
+    integer_answers: bool = False  # "024" -> "24", 70 -> "70": what math-verify compares
+
+
+_AIME_STRIP = "Please reason step by step, and put your final answer within \\boxed{}."
+_AIME90 = ShippedSet("aime90", "aime90", {"text": "problem", "reference_answer": "answer", "source_id": "id"},
+                     integer_answers=True)
+_AIME25 = ShippedSet("aime25", "aime25", {"text": "prompt", "reference_answer": "answer"}, row_ids="aime25-",
+                     strip=_AIME_STRIP, integer_answers=True)
+
+SHIPPED_BENCHMARKS: dict[str, tuple[ShippedSet, ...]] = {
+    "math500": (ShippedSet("math500", "math500", {"text": "problem", "reference_answer": "answer",
+                                                  "reference_solution": "solution", "source_id": "unique_id",
+                                                  "subject": "subject", "level": "level"}),),
+    "gsm8k": (ShippedSet("gsm8k", "gsm8k", {"text": "question", "reference_answer": "answer"}, row_ids="test-"),),
+    "aime24": (ShippedSet("aime24", "aime24", {"text": "problem", "reference_answer": "answer",
+                                               "reference_solution": "solution", "source_id": "id"}),),
+    "aime90": (_AIME90,),
+    "aime25": (_AIME25,),
+    "aime120": (_AIME90, _AIME25),
 }
+"""The shipped benchmarks (offline): each name's files in order; ``aime120`` is AIME-90 and AIME 2025, each
+problem keeping its own source (so its id is the one it has in ``aime90`` or ``aime25``)."""
+
+
+@dataclass(frozen=True)
+class HubBenchmark:
+    """A benchmark known by name and loaded from the Hugging Face Hub (never shipped)."""
+
+    dataset: str
+    config: str | None
+    split: str
+    fields: Mapping[str, Any]
+    shuffle_choices: bool = False
+    gated: bool = False  # its terms must be accepted on the Hub (kept off the web against contamination)
+
+
+HUB_BENCHMARKS: dict[str, HubBenchmark] = {
+    "gpqa-diamond": HubBenchmark(
+        "Idavidrein/gpqa", "gpqa_diamond", "train",
+        {"text": "Question", "reference_answer": "Correct Answer", "subject": "High-level domain",
+         "choices": ["Correct Answer", "Incorrect Answer 1", "Incorrect Answer 2", "Incorrect Answer 3"]},
+        shuffle_choices=True, gated=True),
+}
+"""Benchmarks by name from the Hub: ``gpqa-diamond`` (198 questions, four options shuffled by a seed drawn from
+each question; gated: accept its terms at huggingface.co/datasets/Idavidrein/gpqa and log in)."""
 
 # Candidate keys tried, in order, when a field is not mapped explicitly.
 _DETECT: dict[str, tuple[str, ...]] = {
@@ -228,32 +277,56 @@ def problems_from_rows(rows: Iterable[tuple[int | None, Mapping[str, Any]]], *, 
     return problems
 
 
+def _shipped_rows(shipped: ShippedSet, path: Path) -> Iterator[tuple[int | None, dict[str, Any]]]:
+    """The file's rows with its conventions applied (ids, stripped instruction, integer answers)."""
+    text_key, answer_key = shipped.fields["text"], shipped.fields["reference_answer"]
+    for index, (line, row) in enumerate(iter_json_lines(path)):
+        row = dict(row)
+        if shipped.strip and isinstance(row.get(text_key), str):
+            row[text_key] = row[text_key].rstrip().removesuffix(shipped.strip).rstrip()
+        answer = row.get(answer_key)
+        if shipped.integer_answers and isinstance(answer, (int, str)) and str(answer).strip().isdigit():
+            row[answer_key] = str(int(str(answer).strip()))
+        if shipped.row_ids is not None:
+            row["source_id"] = f"{shipped.row_ids}{index}"
+        yield line, row
+
+
 def _load_shipped(name: str, split: str | None, limit: int | None) -> list[Problem]:
-    data_name, mapping = SHIPPED_BENCHMARKS[name]
     if split not in (None, "test"):
         raise ValueError(f"{name} ships only its test split, not {split!r}")
-    path = shipped_path(data_name)
-    problems = problems_from_rows(iter_json_lines(path), source=name, where=str(path), fields=mapping, limit=limit)
-    if name == "gsm8k":  # the same ids as the model-solutions adapter: test-<0-based row>
-        problems = [p.model_copy(update={"source_id": f"test-{i}"}) for i, p in enumerate(problems)]
+    problems: list[Problem] = []
+    for shipped in SHIPPED_BENCHMARKS[name]:
+        if limit is not None and len(problems) >= limit:
+            break
+        path = shipped_path(shipped.data)
+        fields = {**shipped.fields, **({"source_id": "source_id"} if shipped.row_ids is not None else {})}
+        problems += problems_from_rows(_shipped_rows(shipped, path), source=shipped.source, where=str(path),
+                                       fields=fields, limit=None if limit is None else limit - len(problems))
     return problems
 
 
 def _load_hub(name: str, split: str | None, fields: Mapping[str, Any] | None, limit: int | None,
               shuffle_choices: bool, config: str | None, source: str | None,
-              options: Mapping[str, Any]) -> list[Problem]:
+              options: Mapping[str, Any], known: str | None = None) -> list[Problem]:
+    """A Hub dataset's problems; ``known``: the benchmark name it was asked for (then a failure says how to get it)."""
+    label = known or name
     try:
         import datasets  # lazy: heavy, and only needed for Hub (or datasets-loadable) sets
     except ModuleNotFoundError:
-        raise InputError(name, 'is neither a shipped benchmark nor a file; a Hugging Face dataset needs '
-                               'pip install "quantmedic[hf]"') from None
+        raise InputError(label, 'is neither a shipped benchmark nor a file; a Hugging Face dataset needs '
+                                'pip install "quantmedic[hf]"') from None
     split = split or "test"
     try:
         dataset = datasets.load_dataset(name, config, split=split, **options)
     except Exception as error:  # noqa: BLE001 - whatever the Hub or the loader says, in one line
-        raise InputError(name, f"is neither a shipped benchmark nor a file, and the Hugging Face dataset cannot be "
-                               f"loaded ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
-                         ) from None
+        why = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        if known is not None and HUB_BENCHMARKS[known].gated:
+            raise InputError(label, f"the gated Hugging Face dataset {name} ({config}) cannot be loaded ({why}); "
+                                    f"accept the dataset's terms at https://huggingface.co/datasets/{name} and log "
+                                    "in (hf auth login, or set HF_TOKEN)") from None
+        raise InputError(label, f"is neither a shipped benchmark nor a file, and the Hugging Face dataset cannot be "
+                                f"loaded ({why})") from None
     where = f"{name}{f'/{config}' if config else ''}[{split}]"
     rows = ((i + 1, row) for i, row in enumerate(dataset))
     return problems_from_rows(rows, source=source or (name if config is None else f"{name}/{config}"), where=where,
@@ -265,8 +338,8 @@ def load_benchmark(name_or_path: str | Path, *, split: str | None = None, fields
                    source: str | None = None, **dataset_options: Any) -> list[Problem]:
     """Load a benchmark's problems.
 
-    ``name_or_path``: ``math500``, ``gsm8k`` or ``aime24`` (shipped, offline), a local JSONL file,
-    or a Hugging Face dataset (``config``, ``split`` (default ``test``) and ``dataset_options``
+    ``name_or_path``: a shipped name (:data:`SHIPPED_BENCHMARKS`, offline), a local JSONL file, a name of
+    :data:`HUB_BENCHMARKS` (``gpqa-diamond``), or a Hugging Face dataset (``config``, ``split`` (default ``test``) and ``dataset_options``
     such as ``data_files`` or ``cache_dir`` go to ``datasets.load_dataset``). ``fields`` maps
     :data:`FIELDS` to row keys; ``choices`` takes a list field or a list of option fields.
     ``shuffle_choices`` reorders options by a seed drawn from the problem text (for sets such as
@@ -292,6 +365,12 @@ def load_benchmark(name_or_path: str | Path, *, split: str | None = None, fields
                                   limit=limit, shuffle_choices=shuffle_choices)
     if path.suffix in (".jsonl", ".json") or path.exists():
         raise InputError(path, "no such file", usage=True)
+    if name in HUB_BENCHMARKS:
+        hub = HUB_BENCHMARKS[name]
+        if fields is not None or config is not None:
+            raise ValueError(f"{name} is {hub.dataset} with its own field mapping; give the dataset's name for yours")
+        return _load_hub(hub.dataset, split or hub.split, hub.fields, limit, hub.shuffle_choices, hub.config,
+                         source or name, dataset_options, known=name)
     return _load_hub(name, split, fields, limit, shuffle_choices, config, source, dataset_options)
 
 
@@ -301,7 +380,8 @@ class BenchmarkSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(description="math500, gsm8k, aime24, a JSONL file or a Hugging Face dataset.")
+    name: str = Field(description="math500, gsm8k, aime24, aime90, aime25, aime120 (shipped), gpqa-diamond (gated on "
+                                  "the Hub: accept its terms and log in), a JSONL file or a Hugging Face dataset.")
     split: str | None = Field(None, description="Dataset split (Hugging Face datasets).")
     limit: int | None = Field(None, ge=1, description="Only the first N problems.")
 

@@ -2,7 +2,13 @@
 
 ``TransformersEngine`` (batched ``model.generate``, CPU or GPU), ``VLLMEngine`` (vLLM's offline
 engine) and ``OpenAIEngine`` (chat completions from any OpenAI-compatible server). A new backend
-is one more class with ``backend``, ``seeding`` and ``run``, chosen in ``generation.generate``.
+is one more class with ``backend``, ``seeding``, ``tokenizer`` and ``run``, chosen in ``generation.generate``.
+
+Each asks in its ``prompt`` style (``steps`` or ``reasoning``: see :class:`GenerationSampling`) through the
+model's own chat template. The local engines return the raw completion with the rendered prompt (a
+template ending with ``<think>\n`` opened the thinking); ``OpenAIEngine`` returns the server's separate
+``reasoning_content`` (or ``reasoning``) as the thinking: serve a reasoning model with
+``vllm serve MODEL --reasoning-parser deepseek_r1`` (llama.cpp: ``llama-server --reasoning-format deepseek``).
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from quantmedic.judge.step_format import ModelOutput, render_prompt, step_messages
+from quantmedic.judge.step_format import ModelOutput, reasoning_messages, render_prompt, step_messages
 from quantmedic.taxonomy.records import Problem
 
 from .generation_config import SamplingSettings
@@ -37,11 +43,27 @@ class Request:
     seed: int
 
 
+def chat_messages(problem: Problem, system: str | None, prompt: str) -> list[dict[str, str]]:
+    """The chat messages of one problem in a prompt style (``steps`` or ``reasoning``)."""
+    return reasoning_messages(problem, system) if prompt == "reasoning" else step_messages(problem, system)
+
+
+def render(tokenizer: Any, problem: Problem, system: str | None, prompt: str) -> str:
+    """The prompt text through the tokenizer's own chat template, ready for the assistant's turn."""
+    if prompt != "reasoning":
+        return render_prompt(tokenizer, problem, system)
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError("the tokenizer has no chat template; the reasoning prompt needs a chat model")
+    return tokenizer.apply_chat_template(chat_messages(problem, system, prompt), tokenize=False,
+                                         add_generation_prompt=True)
+
+
 class Engine(Protocol):
     """A backend: turns requests into completions, yielded as they finish (any order)."""
 
     backend: str
     seeding: str  # "per-sample", or "per-batch" where one generator serves a whole batch
+    tokenizer: Any  # the model's tokenizer where it is at hand (token counts are exact), else None
 
     def run(self, requests: Sequence[Request], settings: SamplingSettings) -> Iterator[tuple[Request, ModelOutput]]: ...
 
@@ -72,6 +94,11 @@ class TransformersEngine:
     backend: str = "transformers"
     seeding: str = "per-batch"
     system: str | None = None
+    prompt: str = "steps"
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.loaded.tokenizer
 
     def run(self, requests: Sequence[Request], settings: SamplingSettings) -> Iterator[tuple[Request, ModelOutput]]:
         import torch
@@ -80,7 +107,7 @@ class TransformersEngine:
         eos = eos_ids(model, tokenizer)
         for start in range(0, len(requests), self.batch_size):
             batch = requests[start : start + self.batch_size]
-            prompts = [render_prompt(tokenizer, r.problem, self.system) for r in batch]
+            prompts = [render(tokenizer, r.problem, self.system, self.prompt) for r in batch]
             encoded = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
             sampling = ({"do_sample": True, "temperature": settings.temperature, "top_p": settings.top_p}
                         if settings.temperature > 0 else {"do_sample": False, "temperature": None, "top_p": None,
@@ -90,11 +117,11 @@ class TransformersEngine:
                 output = model.generate(**encoded, max_new_tokens=settings.max_tokens, pad_token_id=tokenizer.pad_token_id,
                                         eos_token_id=sorted(eos), **sampling)
             generated = output[:, encoded["input_ids"].shape[1]:].tolist()
-            for request, tokens in zip(batch, generated):
+            for request, tokens, prompt in zip(batch, generated, prompts):
                 kept, stopped = cut_at_eos(tokens, eos)
                 yield request, ModelOutput(text=tokenizer.decode(kept, skip_special_tokens=True),
                                           finish_reason="stop" if stopped else "length",
-                                          completion_tokens=len(kept) + stopped)
+                                          completion_tokens=len(kept) + stopped, prompt=prompt)
 
 
 @dataclass
@@ -105,6 +132,7 @@ class VLLMEngine:
     kv_cache_dtype: str | None = None
     chunk_size: int = 256
     system: str | None = None
+    prompt: str = "steps"
     engine_options: dict = field(default_factory=dict)
     backend: str = "vllm"
     seeding: str = "per-sample"
@@ -121,18 +149,29 @@ class VLLMEngine:
 
         for start in range(0, len(requests), self.chunk_size):
             chunk = requests[start : start + self.chunk_size]
-            prompts = [render_prompt(self.tokenizer, r.problem, self.system) for r in chunk]
+            prompts = [render(self.tokenizer, r.problem, self.system, self.prompt) for r in chunk]
             params = [SamplingParams(n=1, temperature=settings.temperature, top_p=settings.top_p,
                                      max_tokens=settings.max_tokens, seed=r.seed) for r in chunk]
-            for request, output in zip(chunk, self.llm.generate(prompts, params, use_tqdm=False)):
+            for request, output, prompt in zip(chunk, self.llm.generate(prompts, params, use_tqdm=False), prompts):
                 choice = output.outputs[0]
                 yield request, ModelOutput(text=choice.text, finish_reason=choice.finish_reason,
-                                          completion_tokens=len(choice.token_ids))
+                                          completion_tokens=len(choice.token_ids), prompt=prompt)
+
+
+def message_reasoning(message: Any) -> str | None:
+    """A chat message's separate thinking: ``reasoning_content``, else ``reasoning``; None when it has none."""
+    extra = getattr(message, "model_extra", None) or {}
+    for name in ("reasoning_content", "reasoning"):
+        value = getattr(message, name, None) or extra.get(name)
+        if isinstance(value, str) and value:
+            return value
+    return None
 
 
 @dataclass
 class OpenAIEngine:
-    """Chat completions through the openai SDK, ``concurrency`` requests at a time."""
+    """Chat completions through the openai SDK, ``concurrency`` requests at a time; a message's
+    ``reasoning_content`` (vLLM's reasoning parsers, llama.cpp) or ``reasoning`` (newer vLLM) is the thinking."""
 
     base_url: str
     model_name: str
@@ -141,17 +180,20 @@ class OpenAIEngine:
     timeout: float = 600.0
     max_retries: int = 5
     system: str | None = None
+    prompt: str = "steps"
     backend: str = "openai"
     seeding: str = "per-sample"
+    tokenizer: Any = None
 
     def _complete(self, client: Any, request: Request, settings: SamplingSettings) -> ModelOutput:
         response = client.chat.completions.create(
-            model=self.model_name, messages=step_messages(request.problem, self.system), n=1,
+            model=self.model_name, messages=chat_messages(request.problem, self.system, self.prompt), n=1,
             temperature=settings.temperature, top_p=settings.top_p, max_tokens=settings.max_tokens, seed=request.seed)
         choice = response.choices[0]
         usage = getattr(response, "usage", None)
         return ModelOutput(text=choice.message.content or "", finish_reason=choice.finish_reason,
-                          completion_tokens=getattr(usage, "completion_tokens", None))
+                          completion_tokens=getattr(usage, "completion_tokens", None),
+                          reasoning=message_reasoning(choice.message))
 
     def run(self, requests: Sequence[Request], settings: SamplingSettings) -> Iterator[tuple[Request, ModelOutput]]:
         from concurrent.futures import ThreadPoolExecutor, as_completed

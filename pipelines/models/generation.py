@@ -1,10 +1,13 @@
-"""Generating step-delimited solutions with a (quantized) model and writing them as Attempt JSONL.
+"""Generating solutions with a (quantized) model and writing them as Attempt JSONL: step-delimited ones,
+or a reasoning model's thinking and solution (``prompt="reasoning"``, the ``reasoning`` preset).
 
 Three backends: ``transformers`` (CPU or GPU, batched), ``vllm`` (the offline ``vllm.LLM`` engine;
 AWQ, GPTQ and compressed-tensors checkpoints; the default when vLLM and a GPU are present) and
 ``openai`` (chat completions from any OpenAI-compatible server). Every attempt records the
-sampling settings, its sample index and seed, the backend, and the checkpoint's Quantization
-(with the KV-cache dtype when one is set).
+sampling settings (and the preset), its sample index and seed, the backend, and the checkpoint's
+Quantization (with the KV-cache dtype when one is set). Where the model's tokenizer is at hand
+(transformers, vLLM offline) a thinking's and a solution's tokens are counted exactly; from a server
+they stay estimated from the characters.
 
 Resumable: attempts already in ``out_path`` (same model) are kept and not regenerated; each
 problem's samples are appended in one write and fsynced, so an interrupted run loses at most the
@@ -30,13 +33,14 @@ from quantmedic.taxonomy.jsonl import dump_line, iter_json_lines, repair_tail, v
 from quantmedic.taxonomy.locks import exclusive_output
 from quantmedic.taxonomy.records import Attempt, Problem, Quantization, Sampling
 
-from quantmedic.judge.step_format import parse_completion
+from quantmedic.judge.step_format import ModelOutput, parse_completion
+from quantmedic.judge.thinking import split_thinking
 from quantmedic.pipelines.models.loading import (adapted_name, checkpoint_name, cpu_flags, has_accelerator,
                                                  load_for_generation, load_with_adapter, quantization_of,
                                                  vllm_cpu_refusal)
 
 from .engines import Engine, OpenAIEngine, Request, TransformersEngine, VLLMEngine, sample_seed
-from .generation_config import BACKENDS, GenerationSettings, SamplingSettings
+from .generation_config import BACKENDS, GenerationSampling, GenerationSettings, SamplingSettings
 
 # --- the attempts file ---
 
@@ -62,9 +66,36 @@ def append_attempts(handle: Any, attempts: Iterable[Attempt]) -> None:
 
 
 def pending_requests(problems: Sequence[Problem], done: dict[str, set[int]], settings: SamplingSettings) -> list[Request]:
-    """The samples still to generate, in problem order."""
-    return [Request(p, i, sample_seed(settings.seed, p.id, i))
+    """The samples still to generate, in problem order; consecutive sample seeds are seed + index."""
+    consecutive = getattr(settings, "sample_seeds", "derived") == "consecutive"
+    return [Request(p, i, settings.seed + i if consecutive else sample_seed(settings.seed, p.id, i))
             for p in problems for i in range(settings.n) if i not in done.get(p.id, ())]
+
+
+def sampling_record(settings: SamplingSettings, request: Request, engine: Engine) -> Sampling:
+    """What an attempt records of how it was sampled (the prompt style, seeding and preset when not the default)."""
+    extra: dict[str, Any] = {"n": settings.n, "base_seed": settings.seed, "backend": engine.backend,
+                             "seeding": engine.seeding}
+    if isinstance(settings, GenerationSampling):
+        defaults = {"preset": None, "prompt": "steps", "sample_seeds": "derived"}
+        extra |= {k: getattr(settings, k) for k, default in defaults.items() if getattr(settings, k) != default}
+    return Sampling(temperature=settings.temperature, top_p=settings.top_p, max_tokens=settings.max_tokens,
+                    seed=request.seed, sample_index=request.index, extra=extra)
+
+
+def count_tokens(attempt: Attempt, completion: ModelOutput, tokenizer: Any) -> Attempt:
+    """The attempt with its thinking's and its solution's tokens counted by the model's tokenizer (the texts
+    without their markers); unchanged without a tokenizer or a thinking."""
+    if tokenizer is None or attempt.thinking is None:
+        return attempt
+
+    def count(text: str) -> int:
+        return len(tokenizer.encode(text, add_special_tokens=False)) if text.strip() else 0
+
+    split = split_thinking(completion.text, prompt=completion.prompt, reasoning=completion.reasoning,
+                           finish_reason=completion.finish_reason)
+    thinking = attempt.thinking.model_copy(update={"tokens": count(attempt.thinking.text), "tokens_estimated": False})
+    return attempt.model_copy(update={"thinking": thinking, "solution_tokens": count(split.solution)})
 
 
 # --- the run ---
@@ -131,12 +162,9 @@ def _generate_missing(make_engine: Callable[[], Engine], problems: Sequence[Prob
     with out_path.open("a", encoding="utf-8") as handle, _progress(console) as progress:
         task = progress.add_task(f"generating ({engine.backend})", total=len(problems), completed=skipped, tps=0.0)
         for request, completion in engine.run(requests, settings):
-            sampling = Sampling(temperature=settings.temperature, top_p=settings.top_p, max_tokens=settings.max_tokens,
-                                seed=request.seed, sample_index=request.index,
-                                extra={"n": settings.n, "base_seed": settings.seed, "backend": engine.backend,
-                                       "seeding": engine.seeding})
             attempt = parse_completion(request.problem, completion, model=model, quantization=quantization,
-                                       sampling=sampling, source=source)
+                                       sampling=sampling_record(settings, request, engine), source=source)
+            attempt = count_tokens(attempt, completion, getattr(engine, "tokenizer", None))
             buffered[request.problem.id].append(attempt)
             tokens += completion.completion_tokens or 0
             todo[request.problem.id] -= 1
@@ -152,9 +180,9 @@ def generate(model: str | Path, problems: Sequence[Problem], *, out_path: str | 
              settings: GenerationSettings | None = None, api_key: str | None = None, system: str | None = None,
              device: str | None = None, quantization: Quantization | None = None, engine_options: dict | None = None,
              adapter: str | Path | None = None, console: Console | None = None, **fields: Any) -> GenerationSummary:
-    """Generate ``settings.n`` step-delimited solutions per problem and append them to ``out_path`` as Attempts.
+    """Generate ``settings.n`` solutions per problem and append them to ``out_path`` as Attempts.
 
-    ``settings`` (or its fields as keyword arguments, e.g. ``max_tokens=64``): see
+    ``settings`` (or its fields as keyword arguments, e.g. ``max_tokens=64``, ``preset="reasoning"``): see
     :class:`GenerationSettings`. ``model``: a checkpoint folder or Hub id (for ``openai``, the label
     the attempts get). ``quantization`` overrides the record read from the checkpoint (for
     ``openai``, it is the only source: give the served model's). ``kv_cache_dtype`` (vLLM, e.g.
@@ -180,16 +208,16 @@ def generate(model: str | Path, problems: Sequence[Problem], *, out_path: str | 
     make_engine: Callable[[], Engine]
     if adapter is not None:
         make_engine = lambda: TransformersEngine(load_with_adapter(model, adapter, device=device),  # noqa: E731
-                                                 batch_size=s.batch_size, system=system)
+                                                 batch_size=s.batch_size, system=system, prompt=s.prompt)
     elif chosen == "transformers":
         make_engine = lambda: TransformersEngine(load_for_generation(model, device=device),  # noqa: E731
-                                                 batch_size=s.batch_size, system=system)
+                                                 batch_size=s.batch_size, system=system, prompt=s.prompt)
     elif chosen == "vllm":
         make_engine = lambda: VLLMEngine(str(model), kv_cache_dtype=s.kv_cache_dtype, system=system,  # noqa: E731
-                                         engine_options=dict(engine_options or {}))
+                                         prompt=s.prompt, engine_options=dict(engine_options or {}))
     else:
         make_engine = lambda: OpenAIEngine(s.base_url, s.served_model or str(model), api_key=api_key,  # noqa: E731
-                                           concurrency=s.concurrency, system=system)
+                                           concurrency=s.concurrency, system=system, prompt=s.prompt)
     if s.kv_cache_dtype and s.kv_cache_dtype != "auto":
         quantization = (quantization or Quantization(method="none")).model_copy(update={"kv_cache_dtype": s.kv_cache_dtype})
     label = adapted_name(model, adapter) if adapter is not None else checkpoint_name(model)

@@ -1,14 +1,30 @@
 """The generation settings, declared once: ``quantmedic generate`` takes its options' defaults and
-help from :class:`GenerationSettings`, and a study config's ``generation:`` section is one."""
+help from :class:`GenerationSettings`, and a study config's ``generation:`` section is one.
+
+A *preset* is a named protocol (:data:`PRESETS`): it fills every setting it names that is not given
+explicitly, so ``--preset reasoning --max-tokens 4096`` is the reference protocol with a shorter limit.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 BackendName = Literal["auto", "transformers", "vllm", "openai"]
 BACKENDS: tuple[str, ...] = ("auto", "transformers", "vllm", "openai")
+PromptStyle = Literal["steps", "reasoning"]
+SampleSeeds = Literal["derived", "consecutive"]
+PresetName = Literal["reasoning"]
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "reasoning": {"temperature": 0.6, "top_p": 0.95, "max_tokens": 32768, "n": 3, "seed": 42,
+                  "sample_seeds": "consecutive", "prompt": "reasoning"},
+}
+"""The presets' values. ``reasoning``: the protocol of *Quantization Hurts Reasoning?* (arXiv 2504.04823)
+for reasoning models — temperature 0.6, top-p 0.95, up to 32,768 new tokens, three samples per
+problem seeded 42, 43 and 44, the model's own chat template with the problem and "Please reason step by
+step, and put your final answer within \\boxed{}." (no step format)."""
 
 
 class SamplingSettings(BaseModel):
@@ -18,13 +34,41 @@ class SamplingSettings(BaseModel):
 
     n: int = Field(1, ge=1, description="Samples per problem.")
     temperature: float = Field(0.0, ge=0.0, description="0: greedy.")
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    max_tokens: int = Field(2048, ge=1, description="Token limit of one solution.")
-    seed: int = Field(0, description="Base seed; each sample's seed derives from it, the problem and the sample "
-                                     "index (in a study: the study's seed).")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling: the probability mass sampled from.")
+    max_tokens: int = Field(2048, ge=1, description="Token limit of one completion (a reasoning model's thinking "
+                                                    "and solution together).")
+    seed: int = Field(0, description="Base seed of the samples' seeds (see --sample-seeds; in a study: the "
+                                     "study's seed).")
 
 
-class GenerationSettings(SamplingSettings):
+class GenerationSampling(SamplingSettings):
+    """Sampling as ``generate`` does it: the prompt, how each sample is seeded, and the preset (recorded)."""
+
+    preset: PresetName | None = Field(None, description="A named protocol filling every setting not given "
+                                                        "explicitly. reasoning: the reference study's for reasoning "
+                                                        "models (temperature 0.6, top-p 0.95, 32768 tokens, 3 "
+                                                        "samples seeded 42, 43, 44, the reasoning prompt).")
+    prompt: PromptStyle = Field("steps", description="steps: ask for 'Step 1: ...' paragraphs; reasoning: the "
+                                                     "problem and 'Please reason step by step, and put your final "
+                                                     "answer within \\boxed{}.' (reasoning models; the thinking "
+                                                     "is split from the solution).")
+    sample_seeds: SampleSeeds = Field("derived", description="derived: each sample's seed is a hash of the seed, "
+                                                             "the problem and the sample index; consecutive: sample "
+                                                             "i is seeded seed + i on every problem (42, 43, 44).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset_fills_what_is_not_given(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("preset") in PRESETS:
+            return {**PRESETS[data["preset"]], **data}
+        return data
+
+    def sample_seed_base(self, index: int) -> int | None:
+        """The seed of sample ``index`` when it is the same on every problem (consecutive), else None."""
+        return self.seed + index if self.sample_seeds == "consecutive" else None
+
+
+class GenerationSettings(GenerationSampling):
     """Sampling plus where it runs."""
 
     backend: BackendName = Field("auto", description="auto (vllm with a GPU, openai with --base-url, else "
@@ -33,10 +77,13 @@ class GenerationSettings(SamplingSettings):
     concurrency: int = Field(4, ge=1, description="Requests in flight (openai).")
     kv_cache_dtype: str | None = Field(None, description="vLLM KV-cache dtype, e.g. fp8 (recorded in the attempts' "
                                                          "quantization).")
-    base_url: str | None = Field(None, description="OpenAI-compatible endpoint (the openai backend).")
+    base_url: str | None = Field(None, description="OpenAI-compatible endpoint (the openai backend). For a "
+                                                   "reasoning model served by vLLM start it with `vllm serve MODEL "
+                                                   "--reasoning-parser deepseek_r1`: its reasoning_content is the "
+                                                   "thinking.")
     served_model: str | None = Field(None, description="Model name served at --base-url (default: MODEL).")
     api_key_env: str = Field("OPENAI_API_KEY", description="Variable holding the endpoint's API key.")
 
-    def sampling(self) -> SamplingSettings:
+    def sampling(self) -> GenerationSampling:
         """Just the sampling settings (what the engines and the attempts' records see)."""
-        return SamplingSettings(**self.model_dump(include=set(SamplingSettings.model_fields)))
+        return GenerationSampling(**self.model_dump(include=set(GenerationSampling.model_fields)))
