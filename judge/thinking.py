@@ -5,7 +5,8 @@ The rules, applied to one model output (pure functions, no model or tokenizer ne
 1. **A separate field.** When the server returned the thinking apart (the OpenAI-compatible
    ``reasoning_content`` that vLLM's reasoning parsers fill, or a ``thinking``/``reasoning`` field of
    an input file), that is the thinking and the text is the solution. It is closed unless the output
-   stopped at the token limit with no solution text at all.
+   stopped at the token limit with no solution text at all. A field present but blank is an empty,
+   closed thinking (the model closed it at once), unless the text itself holds a marker pair.
 2. **Markers.** Otherwise the known marker pairs are looked for: ``<think>``/``</think>`` (DeepSeek-R1
    and its distills, QwQ, Qwen3), ``<thinking>``/``</thinking>``, ``<reasoning>``/``</reasoning>``,
    ``<|begin_of_thought|>``/``<|end_of_thought|>`` (Sky-T1, Bespoke-Stratos) and ``◁think▷``/``◁/think▷``
@@ -99,8 +100,10 @@ def split_thinking(text: str, *, prompt: str | None = None, reasoning: str | Non
     >>> s = split_thinking("<think>\\nHmm</think>\\n4", prompt="<｜Assistant｜><think>\\n")
     >>> s.thinking, s.solution, s.closed
     ('Hmm', '4', True)
+    >>> split_thinking("x = 4", reasoning="")
+    Split(thinking='', solution='x = 4', closed=True, markers='reasoning_content', stray_markers=0)
     """
-    if reasoning is not None and (reasoning.strip() or not text.strip()):
+    if reasoning is not None and (reasoning.strip() or not any(c in text for _, c in MARKERS)):
         closed = bool(text.strip()) or finish_reason != "length"
         return Split(reasoning.strip(), text.strip(), closed=closed, markers=REASONING_FIELD)
     opened_by = prompt_opens_thinking(prompt)
