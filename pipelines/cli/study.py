@@ -32,8 +32,8 @@ def run_command(
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config field: KEY.PATH=VALUE "
                                                                     "(VALUE read as YAML); repeatable.")] = None,
     check: Annotated[bool, typer.Option("--check", help="Validate the config and every file and folder it names "
-        "(model and checkpoint folders, taxonomy, prompts, benchmark and calibration files; paths are relative to "
-        "the current folder) and the study folder, then exit; nothing is created or contacted (Hub ids and Argilla "
+        "(model and checkpoint folders, attempts files, taxonomy, prompts, benchmark and calibration files; paths "
+        "are relative to the current folder) and the study folder, then exit; nothing is created or contacted (Hub ids and Argilla "
         "are checked by the stages that use them). A run checks the same first.")] = False,
 ) -> None:
     """[bold]Run[/bold] a whole study: quantize → generate → grade → compare → judge → review → medicine → DPO → re-evaluate.
@@ -49,8 +49,9 @@ def run_command(
     root = out or Path(f"study-{config.name}")
     check_study(config, study, read_text(study, "study config"), root)
     if check:
-        stderr.print(f"{study}: valid ({len(config.quantizations)} quantizations, benchmark {config.benchmark.name}; "
-                     f"every file it names is readable)", highlight=False)
+        problems = f"benchmark {config.benchmark.name}" if config.benchmark else "no benchmark"
+        stderr.print(f"{study}: valid ({len(config.quantizations)} quantizations, {problems}; every file it names "
+                     "is readable)", highlight=False)
         return
     try:
         result = run_study(config, data, root, console=stderr, start=start, until=until)

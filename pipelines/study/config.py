@@ -28,24 +28,61 @@ from quantmedic.pipelines.training.dpo_config import DPOSettings
 from quantmedic.taxonomy.errors import (FieldError, InputError, parse_yaml_mapping, pydantic_error_field, read_text,
                                         validation_error)
 from quantmedic.taxonomy.model import DEGENERATE
+from quantmedic.taxonomy.records import Quantization
+
+from .layout import FULL_PRECISION
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ModelSpec(_Section):
-    """The full-precision model."""
+ATTEMPTS_HELP = ("a file of attempts in any format `judge` reads (quantmedic JSONL, lighteval details, ...) or a "
+                 "shipped name (e.g. r1-kv3-math500-traces), graded if they are not")
 
-    path: str = Field(description="A model folder (HF format) or a Hugging Face Hub id.")
+
+class ModelSpec(_Section):
+    """The full-precision model; with neither ``path`` nor ``attempts`` the study has no full-precision side."""
+
+    path: str | None = Field(None, description="A model folder (HF format) or a Hugging Face Hub id.")
+    attempts: str | None = Field(None, description=f"Read the full-precision attempts instead of generating them: "
+                                                   f"{ATTEMPTS_HELP}.")
     label: str | None = Field(None, description="Name in tables and file names (default: the folder name).")
     size: str | None = Field(None, description="Model size for grouping, e.g. '8B' (radar chart per size).")
 
 
 class QuantizationSpec(QuantizeSettings):
-    """One quantized variant of the model: made by `quantize`, or an existing checkpoint (``path``)."""
+    """One quantized variant of the model: made by `quantize`, an existing checkpoint (``path``), or only its
+    attempts (``attempts``: nothing quantized or generated; without ``path`` nothing can be trained either)."""
 
     path: str | None = Field(None, description="Use this quantized checkpoint instead of quantizing.")
+    attempts: str | None = Field(None, description=f"Read this variant's attempts instead of generating them: "
+                                                   f"{ATTEMPTS_HELP}.")
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description=(
+        "Name in tables, file names and stage names (default: METHOD-wBITS-gGROUP, e.g. gptq-w4-g128)."))
+    record: Quantization | None = Field(None, description=(
+        "How the model of `attempts` was quantized, stamped on those of its attempts that record none (default: "
+        "method, bits and group_size), e.g. {method: none, kv_cache_dtype: int3} for a 3-bit KV cache."))
+
+    @model_validator(mode="after")
+    def _record_with_attempts(self) -> QuantizationSpec:
+        if self.record is not None and not self.attempts:
+            raise FieldError("record", "only with attempts: generated attempts record their own quantization")
+        return self
+
+    @property
+    def label(self) -> str:
+        """``name``, else the quantize settings' label."""
+        return self.name or QuantizeSettings.label.fget(self)
+
+    @property
+    def has_model(self) -> bool:
+        """Whether there is a quantized checkpoint (given, or quantized by the study) to generate with and treat."""
+        return bool(self.path) or not self.attempts
+
+    def quantization_record(self) -> Quantization:
+        """What is stamped on imported attempts that record no quantization."""
+        return self.record or Quantization(method=self.method, bits=self.bits, group_size=self.group_size)
 
 
 class JudgeSpec(JudgeSettings):
@@ -76,16 +113,22 @@ SEEDED = ("generation", "judge", "argilla", "medicine", "training")
 
 
 class StudyConfig(_Section):
-    """A whole study: quantize → generate → grade → compare → judge → review → medicine → DPO → re-evaluate."""
+    """A whole study: quantize → generate → compare → judge → review → medicine → DPO → re-evaluate.
+
+    A side's attempts can come from a file instead (``model.attempts``, ``quantizations[i].attempts``): its
+    quantize and generate stages are then not run; without a checkpoint the stages that need one (train,
+    treated, rejudge, evaluate) are skipped, and without a full-precision side so are compare and evaluate."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     seed: int = 0
     model: ModelSpec
     quantizations: list[QuantizationSpec] = Field(min_length=1)
-    benchmark: BenchmarkSettings
+    benchmark: BenchmarkSettings | None = Field(None, description=(
+        "The problems; required when a side generates. Imported attempts are kept to its problems when given."))
     generation: GenerationSettings = GenerationSettings()
     judge: JudgeSpec = JudgeSpec()
-    taxonomy: str | None = Field(None, description="A taxonomy file; default: the reference study's.")
+    taxonomy: str | None = Field(None, description="A taxonomy file or a shipped name (default, reasoning); "
+                                                   "default: the reference study's.")
     argilla: ArgillaSpec | None = Field(None, description="Omit to skip human verification.")
     medicine: BuildSettings = STUDY_MEDICINE
     training: DPOSettings = DPOSettings()
@@ -94,6 +137,8 @@ class StudyConfig(_Section):
     @classmethod
     def _distinct(cls, specs: list[QuantizationSpec]) -> list[QuantizationSpec]:
         labels = [s.label for s in specs]
+        if FULL_PRECISION in labels:
+            raise ValueError(f"{FULL_PRECISION!r} names the full-precision side: give the variant another name")
         if len(set(labels)) != len(labels):
             raise ValueError(f"two quantizations have the same settings ({', '.join(labels)})")
         return specs
@@ -110,7 +155,27 @@ class StudyConfig(_Section):
     def _study_settings(self) -> StudyConfig:
         if self.medicine.reviews:
             raise FieldError("medicine.reviews", "set by the study (true when argilla is configured)")
+        for i, q in enumerate(self.quantizations):
+            if not q.path and not q.attempts and not self.model.path:
+                raise FieldError(f"quantizations.{i}", "nothing to quantize: give model.path, or this variant's "
+                                                       "path (a checkpoint) or attempts (a file)")
+        if self.benchmark is None and self.generates:
+            raise FieldError("benchmark", "required: a side generates its attempts (it has a model and no attempts "
+                                          "file, or a checkpoint to re-evaluate after treatment)")
+        if not self.has_full_precision and self.judge.failures == "flipped":
+            raise FieldError("judge.failures", "no full-precision side (model has neither path nor attempts), so "
+                                               "there are no flips: set judge.failures: all")
         return self
+
+    @property
+    def has_full_precision(self) -> bool:
+        """Whether full-precision attempts exist (generated from ``model.path`` or read from ``model.attempts``)."""
+        return bool(self.model.path or self.model.attempts)
+
+    @property
+    def generates(self) -> bool:
+        """Whether some stage generates attempts (and so needs the benchmark's problems)."""
+        return bool(self.model.path and not self.model.attempts) or any(q.has_model for q in self.quantizations)
 
     def seeded(self, section: str) -> Any:
         """A section's settings with the study's seed (what its stage runs with)."""
@@ -118,25 +183,36 @@ class StudyConfig(_Section):
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """``a.b=VALUE`` assignments (VALUE read as YAML) applied to a copy of ``data``.
+    """``a.b=VALUE`` assignments (VALUE read as YAML; a number picks a list item) applied to a copy of ``data``.
 
-    >>> apply_overrides({"judge": {"limit": 5}}, ["judge.limit=2", "judge.models=[m]"])
-    {'judge': {'limit': 2, 'models': ['m']}}
+    >>> apply_overrides({"judge": {"limit": 5}, "q": [{"bits": 4}]}, ["judge.limit=2", "judge.models=[m]",
+    ...                                                               "q.0.bits=3"])
+    {'judge': {'limit': 2, 'models': ['m']}, 'q': [{'bits': 3}]}
     """
     import copy
 
     data = copy.deepcopy(data)
     for item in overrides:
         key, sep, raw = item.partition("=")
-        if not sep or not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*", key):
+        if not sep or not re.fullmatch(r"[A-Za-z_]\w*(\.(\d+|[A-Za-z_]\w*))*", key):
             raise ValueError(f"--set takes KEY.PATH=VALUE, not {item!r}")
         *parents, last = key.split(".")
-        node = data
+        node: Any = data
         for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ValueError(f"--set {key}: no item {part} in the list")
+                node = node[int(part)]
+            else:
+                node = node.setdefault(part, {})
+            if not isinstance(node, (dict, list)):
                 raise ValueError(f"--set {key}: {part} is not a section")
-        node[last] = yaml.safe_load(raw)
+        if isinstance(node, list):
+            if not last.isdigit() or int(last) >= len(node):
+                raise ValueError(f"--set {key}: no item {last} in the list")
+            node[int(last)] = yaml.safe_load(raw)
+        else:
+            node[last] = yaml.safe_load(raw)
     return data
 
 

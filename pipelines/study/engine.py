@@ -10,9 +10,12 @@ stages before it); its files go to ``stages/NAME/KEY/`` (see :mod:`.layout`). A 
 unchanged and finished is skipped; an edit changes the keys of the stages it affects and only they
 run again (into new folders: earlier results are kept). Inside a stage, work resumes: generation
 appends to its file, judge answers sit in ``cache/judge.sqlite``, training resumes from its
-checkpoints. A *volatile* stage (``review``, whose input is what humans did since) runs its work on
-every run and passes on a digest of what it found. ``study.lock`` records versions, seeds and every
-stage key. The stages themselves, and ``run_study``, are in :mod:`.stages`.
+checkpoints. A stage with nothing to do is *skipped*, with its reason in ``state.json``: by
+:meth:`Study.skip` when the config leaves it nothing (no checkpoint to train, no full-precision
+side to compare with), or by its work raising :class:`SkipStage`. A *volatile* stage (``review``,
+whose input is what humans did since) runs its work on every run and passes on a digest of what it
+found. ``study.lock`` records versions, seeds and every stage key. The stages themselves, and
+``run_study``, are in :mod:`.stages`.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from quantmedic.taxonomy.records import Problem
 from quantmedic.pipelines.training.dpo import package_versions
 
 from .config import StudyConfig
-from .layout import JUDGE_CACHE, LOCK, STAGE_KINDS, STATE, StudyFolder, kind_of
+from .layout import DONE, JUDGE_CACHE, LOCK, SKIPPED, STAGE_KINDS, STATE, StudyFolder, kind_of
 
 LOCKED_PACKAGES = ("quantmedic", "torch", "transformers", "trl", "peft", "bitsandbytes", "llmcompressor",
                    "compressed-tensors", "gptqmodel", "vllm", "datasets", "math-verify", "openai", "argilla")
@@ -45,6 +48,10 @@ class WaitingForReviews(Exception):
 
 class StudyError(InputError):
     """A stage cannot go on with what the earlier ones produced (the message says why)."""
+
+
+class SkipStage(Exception):
+    """Raised by a stage's work: nothing for it to do, and nothing after it needs it (the message says why)."""
 
 
 def digest(*parts: Any) -> str:
@@ -83,16 +90,18 @@ class Study(StudyFolder):
         write_atomic(self.root / LOCK, [json.dumps(lock, indent=2, sort_keys=True) + "\n"])
 
     def folder(self, name: str) -> Path:
-        """The folder of a finished stage (an error when it has not finished)."""
+        """The folder of a finished stage (an error when it has not finished, or was skipped)."""
         folder = self.finished(name)
         if folder is None:
+            if name in self.skipped():
+                raise StudyError(self.root, f"stage {name} was skipped ({self.skipped()[name]})", usage=True)
             raise StudyError(self.root, f"stage {name} has not finished; run the study without --from first",
                              usage=True)
         return folder
 
     def out(self, name: str) -> str:
-        """What later stages see of ``name``: its output digest."""
-        return self.state[name]["digest"]
+        """What later stages see of ``name``: its output digest (``skipped`` for a stage skipped by the config)."""
+        return self.state[name].get("digest", SKIPPED)
 
     def skipped_by_options(self, name: str) -> bool:
         """Whether ``--until`` or ``--from`` keeps stage ``name`` from running (``--from`` needs it finished)."""
@@ -100,7 +109,8 @@ class Study(StudyFolder):
         if self.until is not None and kind > STAGE_KINDS.index(self.until):
             return True
         if self.start is not None and kind < STAGE_KINDS.index(self.start):
-            self.folder(name)  # must exist
+            if name not in self.skipped():
+                self.folder(name)  # must exist
             self.log.append((name, "not run (--from)"))
             return True
         return False
@@ -114,9 +124,10 @@ class Study(StudyFolder):
         key = digest(name, settings, [self.out(i) for i in inputs])
         entry = self.state.get(name, {})
         folder = self.stage_dir(name, key)
-        if not volatile and entry.get("key") == key and entry.get("status") == "done" and folder.is_dir():
+        if not volatile and entry.get("key") == key and folder.is_dir() and entry.get("status") in (DONE, SKIPPED):
             self.log.append((name, "unchanged, skipped"))
-            self.console.print(f"[dim]{name}: unchanged, skipped[/dim]", highlight=False)
+            why = f" (it had nothing to do: {entry['reason']})" if entry["status"] == SKIPPED else ""
+            self.console.print(f"[dim]{name}: unchanged, skipped{why}[/dim]", highlight=False)
             return
         if not volatile:  # a volatile stage says what it did itself (it runs every time)
             self.console.rule(f"[bold]{name}")
@@ -130,9 +141,28 @@ class Study(StudyFolder):
             self.save()
             self.log.append((name, "waiting"))
             raise
-        self.state[name].update(status="done", digest=produced or key)
+        except SkipStage as nothing:
+            self.state[name].update(status=SKIPPED, reason=str(nothing), digest=key)
+            self.save()
+            self.log.append((name, "ran"))
+            self.console.print(f"{name}: nothing to do: {nothing}", highlight=False)
+            return
+        self.state[name].update(status=DONE, digest=produced or key)
         self.save()
         self.log.append((name, "refreshed" if volatile else "ran"))
+
+    def skip(self, *names: str, reason: str) -> None:
+        """Record that stages ``names`` are not run, and why (in ``state.json``; the report lists them), in one
+        line."""
+        names = tuple(n for n in names if self.until is None
+                      or STAGE_KINDS.index(kind_of(n)) <= STAGE_KINDS.index(self.until))
+        for name in names:
+            if self.state.get(name) != {"status": SKIPPED, "reason": reason}:
+                self.state[name] = {"status": SKIPPED, "reason": reason}
+                self.save()
+            self.log.append((name, "skipped"))
+        if names:
+            self.console.print(f"[dim]{', '.join(names)}: skipped: {reason}[/dim]", highlight=False)
 
     def note(self, name: str, **facts: Any) -> None:
         """Record facts about the running stage ``name`` in ``state.json`` (e.g. how many were reviewed)."""

@@ -1,7 +1,8 @@
 """The study folder's layout, one contract for the engine, the stages and the report::
 
     STUDY_DIR/
-      state.json                   each stage's key, status, folder and output digest
+      state.json                   each stage's key, status, folder and output digest (a skipped
+                                   stage: status "skipped" and its reason)
       study.lock                   the config, seed, package versions and every stage key
       cache/judge.sqlite           every judge answer of the study (reruns resume from it)
       stages/KIND-LABEL/KEY/       one folder per stage and key (an edit makes a new one)
@@ -26,6 +27,8 @@ STAGE_KINDS = ("quantize", "generate", "compare", "judge", "judge-eval", "review
 FULL_PRECISION = "fp"
 """The label of the full-precision model's stages (``quantize:fp``, ``generate:fp``)."""
 
+DONE, SKIPPED = "done", "skipped"
+"""A stage's ``status`` in ``state.json`` once it finished, or was not run for a reason (its ``reason``)."""
 STATE = "state.json"
 LOCK = "study.lock"
 STAGES = "stages"
@@ -90,7 +93,11 @@ class StudyFolder:
     def finished(self, name: str) -> Path | None:
         """The folder of stage ``name`` if it finished, else None."""
         entry = self.state.get(name)
-        return self.root / entry["folder"] if entry and entry.get("status") == "done" else None
+        return self.root / entry["folder"] if entry and entry.get("status") == DONE else None
+
+    def skipped(self) -> dict[str, str]:
+        """The stages that were not run for a reason, and that reason (e.g. no checkpoint to train)."""
+        return {name: entry.get("reason", "") for name, entry in self.state.items() if entry.get("status") == SKIPPED}
 
     def output(self, name: str, file: str) -> Path | None:
         """The path of ``file`` in the finished stage ``name``, if it is there."""
@@ -98,7 +105,7 @@ class StudyFolder:
         return folder / file if folder is not None and (folder / file).exists() else None
 
     def quantizations(self) -> list[str]:
-        """The labels of the quantizations that reached the compare stage."""
+        """The labels of the quantizations that reached the compare stage (run or skipped)."""
         return sorted({name.split(":", 1)[1] for name in self.state if kind_of(name) == "compare"})
 
     def lock(self) -> dict:

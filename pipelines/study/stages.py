@@ -13,7 +13,8 @@ from quantmedic.judge.eval_job import EvalJob, run_judge_eval
 from quantmedic.judge.job import run_judge_job
 from quantmedic.judge.settings import build_job
 from quantmedic.medicine.build import EmptyMedicine, build_into, read_inputs, read_report
-from quantmedic.pipelines.data import shipped_path
+from quantmedic.judge.adapters import load_attempts
+from quantmedic.pipelines.data import resolve_input, shipped_path
 from quantmedic.pipelines.evaluation.compare import load_graded, pair_key, write_comparison
 from quantmedic.pipelines.evaluation.grading import grade_file
 from quantmedic.pipelines.evaluation.recovery import evaluate_recovery, write_recovery
@@ -27,7 +28,7 @@ from quantmedic.taxonomy.records import Verdict
 
 from . import layout as L
 from .config import QuantizationSpec, StudyConfig
-from .engine import Study, StudyError, digest, file_digest
+from .engine import SkipStage, Study, StudyError, digest, file_digest
 from .layout import FULL_PRECISION as FP, stage_name as S
 from .review import review_stage
 
@@ -41,18 +42,27 @@ def run_study(config: StudyConfig, data: dict, root: Path, *, console: Console, 
     """Run (or resume) every stage; raises WaitingForReviews when the humans are not done."""
     root.mkdir(parents=True, exist_ok=True)
     with exclusive_output(root, "study folder"):
-        study = Study(config, data, root, console, problems=config.benchmark.load(),
-                      taxonomy=load_taxonomy(config.taxonomy), start=start, until=until)
+        problems = config.benchmark.load() if config.benchmark else []
+        study = Study(config, data, root, console, problems=problems, taxonomy=load_taxonomy(config.taxonomy),
+                      start=start, until=until)
         _run(study)
     return study
 
 
 def _run(study: Study) -> None:
     config, console = study.config, study.console
-    model = config.model.path
-    study.stage(S("quantize", FP), {"path": model}, [], lambda _folder: digest(
-        model, file_digest(Path(model) / "config.json"), file_digest(Path(model) / "model.safetensors")))
-    generate_stage(study, "generate", FP, model)
+    model, attempts = config.model.path, config.model.attempts
+    if model:
+        study.stage(S("quantize", FP), {"path": model}, [], lambda _folder: digest(
+            model, file_digest(Path(model) / "config.json"), file_digest(Path(model) / "model.safetensors")))
+    if attempts:
+        if not model:
+            study.skip(S("quantize", FP), reason=f"its attempts are read from {attempts} (model.attempts)")
+        attempts_stage(study, FP, attempts, "model.attempts")
+    elif model:
+        generate_stage(study, "generate", FP, model)
+    else:
+        study.skip(S("quantize", FP), S("generate", FP), reason=NO_FP)
     if config.judge.base_url == [] and study.until != "quantize":
         console.print("[yellow]note:[/yellow] the judge is the embedded SmolLM2-135M (weak): set judge.base_url "
                       "and judge.models for real diagnoses")
@@ -60,21 +70,72 @@ def _run(study: Study) -> None:
         quantization_stages(study, q)
 
 
+NO_FP = "no full-precision side: model has neither path nor attempts"
+
+
 def quantization_stages(study: Study, q: QuantizationSpec) -> None:
     """Every stage of one quantization, from quantizing to the recovery measured after treatment."""
-    label = q.label
-    quantize_stage(study, q)
-    generate_stage(study, "generate", label, None, q)
-    compare_stage(study, label)
+    label, fp = q.label, study.config.has_full_precision
+    i = study.config.quantizations.index(q)
+    if q.attempts:
+        if q.path:
+            quantize_stage(study, q)
+        else:
+            study.skip(S("quantize", label), reason=f"its attempts are read from {q.attempts} "
+                                                    f"(quantizations.{i}.attempts)")
+        attempts_stage(study, label, q.attempts, f"quantizations.{i}.attempts", q)
+    else:
+        quantize_stage(study, q)
+        generate_stage(study, "generate", label, None, q)
+    if fp:
+        compare_stage(study, label)
+    else:
+        study.skip(S("compare", label), reason=f"{NO_FP} (the judge takes all of {label}'s failures)")
     judge_stage(study, "judge", label)
     if label == study.config.quantizations[0].label:
         judge_eval_stage(study)
     reviews = review_stage(study, label) if study.config.argilla else None
-    medicine_stage(study, label, reviews)
+    medicine_stage(study, q, reviews)
+    if not q.has_model:
+        why = (f"no checkpoint to treat: quantizations.{i} gives attempts and no path (give path, the quantized "
+               "checkpoint, to train an adapter and re-evaluate)")
+        study.skip(*(S(kind, label) for kind in ("train", "treated", "rejudge", "evaluate")), reason=why)
+        return
     train_stage(study, q)
     generate_stage(study, "treated", label, None, q)
     judge_stage(study, "rejudge", label)
-    evaluate_stage(study, label)
+    if fp:
+        evaluate_stage(study, label)
+    else:
+        study.skip(S("evaluate", label), reason=f"{NO_FP} (recovery is measured toward full precision)")
+
+
+def attempts_stage(study: Study, label: str, source: str, field: str, q: QuantizationSpec | None = None) -> None:
+    """``generate:LABEL`` from a file of attempts instead of a model: read, kept to the benchmark's problems (when
+    there is one), stamped with the quantization (a quantized side's attempts that record none), and graded."""
+    name, path = S("generate", label), resolve_input(source)
+    wanted = {p.id for p in study.problems}
+
+    def work(folder: Path) -> None:
+        attempts = load_attempts(path)
+        if wanted:
+            attempts = [a for a in attempts if a.problem.id in wanted]
+            if not attempts:
+                raise StudyError(path, f"none of its attempts is on a problem of benchmark "
+                                 f"{study.config.benchmark.name} (problems match by text and source)", field=field)
+        if q is not None:
+            record = q.quantization_record()
+            attempts = [a if a.quantization else a.model_copy(update={"quantization": record}) for a in attempts]
+        write_records(folder / L.ATTEMPTS, attempts)
+        grade_file(folder / L.ATTEMPTS, study.console)
+        study.note(name, attempts=source, generated=False)
+        study.console.print(f"{name}: {len(attempts)} attempts read from {source} (not generated; "
+                            f"{sum(a.correct is True for a in load_graded(folder / L.ATTEMPTS))} correct)",
+                            highlight=False)
+
+    keyed = {"attempts": file_digest(path), "problems": digest(sorted(wanted)),
+             "record": q.quantization_record().model_dump(mode="json") if q else None}
+    study.stage(name, keyed, [], work)
 
 
 def quantized_dir(study: Study, q: QuantizationSpec) -> str:
@@ -89,7 +150,8 @@ def quantize_stage(study: Study, q: QuantizationSpec) -> None:
         quantize(study.config.model.path, out_dir=folder / L.MODEL, settings=q)
         return None
 
-    study.stage(S("quantize", q.label), q.model_dump(mode="json"), [S("quantize", FP)], work)
+    keyed = q.model_dump(mode="json", exclude={"attempts", "name", "record"})  # what quantizing depends on
+    study.stage(S("quantize", q.label), keyed, [S("quantize", FP)], work)
 
 
 def generate_stage(study: Study, kind: str, label: str, model: str | None, q: QuantizationSpec | None = None) -> None:
@@ -123,28 +185,33 @@ def judge_stage(study: Study, kind: str, label: str) -> None:
     (for the change in the error-category mix)."""
     config = study.config
 
+    compared = config.has_full_precision
+    source = S("compare" if compared else "generate", label) if kind == "judge" else S("treated", label)
+
     def work(folder: Path) -> None:
-        if kind == "judge":
-            failures = study.folder(S("compare", label)) / (
+        if kind == "judge" and compared:
+            failures = study.folder(source) / (
                 L.FLIPPED_FAILURES if config.judge.failures == "flipped" else L.ALL_FAILURES)
-        else:
+        else:  # the treated failures, or (no full-precision side to compare with) every quantized failure
             failures = folder / L.ALL_FAILURES
-            write_records(failures, treated_failures(study, label))
+            write_records(failures, treated_failures(study, label) if kind == "rejudge" else
+                          [a for a in load_graded(study.folder(source) / L.ATTEMPTS) if a.correct is False])
         job = build_job(config.seeded("judge"), input=failures, out=folder / L.VERDICTS, taxonomy=study.taxonomy,
                         cache=study.cache, limit=config.judge.limit)
         run_judge_job(job, study.console)
 
     settings = {**config.seeded("judge").model_dump(mode="json", exclude=_OPERATIONAL),
                 "taxonomy": f"{study.taxonomy.name}@{study.taxonomy.version}"}
-    study.stage(S(kind, label), settings, [S("compare" if kind == "judge" else "treated", label)], work)
+    study.stage(S(kind, label), settings, [source], work)
 
 
 def treated_failures(study: Study, label: str) -> list:
     """The treated model's failures, chosen as ``judge.failures`` chose the untreated ones."""
-    fp_right = {pair_key(a) for a in load_graded(study.folder(S("generate", FP)) / L.ATTEMPTS) if a.correct}
     treated = load_graded(study.folder(S("treated", label)) / L.ATTEMPTS)
-    return [a for a in treated
-            if a.correct is False and (study.config.judge.failures == "all" or pair_key(a) in fp_right)]
+    if study.config.judge.failures == "all":
+        return [a for a in treated if a.correct is False]
+    fp_right = {pair_key(a) for a in load_graded(study.folder(S("generate", FP)) / L.ATTEMPTS) if a.correct}
+    return [a for a in treated if a.correct is False and pair_key(a) in fp_right]
 
 
 def judge_eval_stage(study: Study) -> None:
@@ -164,21 +231,28 @@ def judge_eval_stage(study: Study) -> None:
     study.stage(S("judge-eval"), settings, [], work)
 
 
-def medicine_stage(study: Study, label: str, reviews_stage: str | None) -> None:
-    config = study.config
+def medicine_stage(study: Study, q: QuantizationSpec, reviews_stage: str | None) -> None:
+    """``medicine:Q``; an empty medicine stops the study, unless nothing could be trained with it anyway (no
+    checkpoint): then the stage is skipped, with the reason."""
+    config, label = study.config, q.label
     settings = config.seeded("medicine").model_copy(update={"reviews": reviews_stage is not None})
+    sides = [S("generate", FP)] if config.has_full_precision else []
+    sides.append(S("generate", label))
 
     def work(folder: Path) -> None:
         verdicts = study.folder(S("judge", label)) / L.VERDICTS
-        attempts = [study.folder(S("generate", FP)) / L.ATTEMPTS, study.folder(S("generate", label)) / L.ATTEMPTS]
+        attempts = [study.folder(side) / L.ATTEMPTS for side in sides]
         reviews = study.folder(reviews_stage) / L.REVIEWS if reviews_stage else None
         try:
             build_into(read_inputs([verdicts], attempts, reviews), settings, folder / L.MEDICINE, overwrite=True)
         except EmptyMedicine as empty:
-            raise StudyError(verdicts, f"the medicine is empty: {empty.message.split(': ', 1)[-1]} (a stronger "
-                             "judge, more problems or medicine.exclude_categories: [] may help)") from None
+            why = f"the medicine is empty: {empty.message.split(': ', 1)[-1]}"
+            if not q.has_model:
+                raise SkipStage(f"{why}; with no checkpoint there is nothing to treat with it anyway") from None
+            raise StudyError(verdicts, f"{why} (a stronger judge, more problems or medicine.exclude_categories: [] "
+                             "may help)") from None
 
-    inputs = [S("judge", label), S("generate", FP), S("generate", label)] + ([reviews_stage] if reviews_stage else [])
+    inputs = [S("judge", label), *sides] + ([reviews_stage] if reviews_stage else [])
     study.stage(S("medicine", label), settings.model_dump(mode="json"), inputs, work)
 
 
