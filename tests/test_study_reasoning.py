@@ -135,6 +135,10 @@ def test_the_cpu_reasoning_example_runs_from_the_shipped_traces_reports_and_resu
     assert report.returncode == 0, report.stderr
     markdown = (out / "report" / "report.md").read_text()
     assert Q in markdown and (out / "report" / "index.html").is_file()
+    assert "## Stages not run" in markdown and all(f"| {name} | " in markdown for name in skipped)
+    right = sum(a.correct is True for a in attempts)
+    assert f"| {Q} | quantized (not compared) | {100 * right / len(attempts):.1f}% |" in markdown  # no compare
+    assert f"| {Q} | all | {len(attempts)} | {100 * right / len(attempts):.1f}% | {len(attempts)} |" in markdown
 
     again = cli("run", CPU, "--out", out, cwd=tmp_path, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]

@@ -34,8 +34,9 @@ from quantmedic.taxonomy.records import Review, Verdict
 
 from . import layout as L
 from .layout import STATE, StudyFolder, stage_name as S
+from .report_imported import skipped_rows, uncompared
 
-SECTIONS = ("accuracy", "flips", "categories", "positions", "lengths", "judge", "medicine", "recovery")
+SECTIONS = ("skipped", "accuracy", "flips", "categories", "positions", "lengths", "judge", "medicine", "recovery")
 
 
 @dataclass
@@ -104,6 +105,8 @@ def accuracy_section(files: StudyFiles) -> Section:
             rows.append([fp.label, "full precision", fp.accuracy, _pair(fp.wilson95), fp.n, None])
         rows.append([q, "quantized", quant.accuracy, _pair(quant.wilson95), quant.n, c.difference])
         drops.append((q, c))
+    for side in uncompared(files):  # imported, with no full precision to compare with
+        rows.append([side.label, "quantized (not compared)", side.accuracy, side.interval, side.graded, None])
     table = Table("accuracy", ["model", "kind", "accuracy", "95% Wilson interval", "problems", "drop vs full precision"],
                   [[m, k, _pct(a), _iv(i), n, "" if d is None else f"{100 * d:+.1f} pts"] for m, k, a, i, n, d in rows])
     figure = None
@@ -111,7 +114,7 @@ def accuracy_section(files: StudyFiles) -> Section:
         fig, ax = plt.subplots(figsize=(6, 3.6))
         values = [r[2] or 0 for r in rows]
         errors = np.array([[v - (r[3] or [v, v])[0], (r[3] or [v, v])[1] - v] for v, r in zip(values, rows)]).T
-        ax.bar(range(len(rows)), values, yerr=errors, capsize=5, color=["tab:blue"] + ["tab:red"] * (len(rows) - 1))
+        ax.bar(range(len(rows)), values, yerr=errors, capsize=5, color=["tab:blue" if r[1] == "full precision" else "tab:red" for r in rows])
         ax.set_xticks(range(len(rows)), [r[0] for r in rows], rotation=15)
         ax.set_ylim(0, 1)
         ax.set_ylabel("accuracy")
@@ -223,11 +226,12 @@ def lengths_section(files: StudyFiles) -> Section | None:
             sides.append((q, _pct(c.quantized.accuracy), c.quantized.lengths))
             if figure := files.output(S("compare", q), LENGTHS_PNG):
                 figures.append((f"lengths-{q}", figure))
+    sides += [(side.label, _pct(side.accuracy), side.lengths) for side in uncompared(files) if side.lengths]
     mixes = {q: SectionPositionMix.of(vs) for q, vs in _verdicts(files).items()}
     positions = [[q, *row] for q, mix in mixes.items() if mix.all.total for row in mix.table()[1]]
     if not sides and not positions:
         return None
-    text = ("Lengths over the compare stage's present pairs; means with 95% Student-t intervals, medians in "
+    text = ("Lengths over the compare stage's present pairs (a side not compared: all its attempts); means with 95% Student-t intervals, medians in "
             "parentheses. The error mix by position: the first wrong section of the thinking the judge found, at "
             "section index / sections, in quarters of the trace. " + " ".join(estimate_notes(sides)))
     return Section("lengths", "Reasoning: lengths and where the thinking goes wrong", text.strip(),
@@ -304,7 +308,13 @@ def recovery_section(files: StudyFiles) -> Section:
                                              "share before", "share after"], shifts)], figures)
 
 
-BUILDERS = (accuracy_section, flips_section, categories_section, positions_section, lengths_section, judge_section,
+def skipped_section(files: StudyFiles) -> Section | None:
+    rows = skipped_rows(files)
+    return Section("skipped", "Stages not run", "Recorded as skipped by the study, each with its reason.",
+                   [Table("skipped", ["stage", "reason"], rows)]) if rows else None
+
+
+BUILDERS = (skipped_section, accuracy_section, flips_section, categories_section, positions_section, lengths_section, judge_section,
             medicine_section, recovery_section)
 
 
