@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from quantmedic.taxonomy.errors import InputError, read_text
+from quantmedic.taxonomy.errors import InputError, read_text, required_field
 from quantmedic.taxonomy.jsonl import iter_json_lines, open_input, validate_record
 from quantmedic.taxonomy.records import Attempt, Problem
 
@@ -66,15 +66,6 @@ def _iter_json_array(path: Path) -> Iterator[tuple[int, dict]]:
         yield line, obj
 
 
-def _require(obj: dict, key: str, kind: type | tuple[type, ...], path: Path, line: int):
-    if key not in obj:
-        raise InputError(path, "missing", line=line, field=key)
-    if not isinstance(obj[key], kind):
-        raise InputError(path, f"expected {getattr(kind, '__name__', kind)}, got {type(obj[key]).__name__}",
-                         line=line, field=key)
-    return obj[key]
-
-
 def _as_bool(value) -> bool | None:
     if isinstance(value, bool) or value is None:
         return value
@@ -84,8 +75,8 @@ def _as_bool(value) -> bool | None:
 
 
 def _processbench(obj: dict, path: Path, line: int) -> Attempt:
-    text = _require(obj, "problem", str, path, line)
-    steps = _require(obj, "steps", list, path, line)
+    text = required_field(obj, "problem", str, path, line)
+    steps = required_field(obj, "steps", list, path, line)
     if not steps:
         raise InputError(path, "no steps", line=line, field="steps")
     for i, step in enumerate(steps):
@@ -106,8 +97,8 @@ def _processbench(obj: dict, path: Path, line: int) -> Attempt:
 
 
 def _gsm8k_solutions(obj: dict, path: Path, line: int) -> list[Attempt]:
-    question = _require(obj, "question", str, path, line)
-    truth = _require(obj, "ground_truth", str, path, line)
+    question = required_field(obj, "question", str, path, line)
+    truth = required_field(obj, "ground_truth", str, path, line)
     reference = strip_calculator_notes(truth)
     problem = Problem(text=question, reference_answer=extract_final_answer(reference),
                       reference_solution=reference, source="gsm8k", source_id=f"test-{line - 1}")
@@ -116,7 +107,7 @@ def _gsm8k_solutions(obj: dict, path: Path, line: int) -> list[Attempt]:
         if key not in obj:
             continue
         entry = obj[key]
-        solution = _require(entry, "solution", str, path, line) if isinstance(entry, dict) else None
+        solution = required_field(entry, "solution", str, path, line) if isinstance(entry, dict) else None
         if solution is None:
             raise InputError(path, "expected an object with is_correct and solution", line=line, field=key)
         try:
@@ -147,8 +138,8 @@ def _reasoning(obj: dict, path: Path, line: int) -> tuple[str | None, str | None
 def _text(obj: dict, path: Path, line: int) -> Attempt:
     text_key = next((k for k in ("problem", "question") if k in obj), "problem")
     sol_key = next((k for k in ("solution", "response", "output") if k in obj), "solution")
-    text = _require(obj, text_key, str, path, line)
-    solution = _require(obj, sol_key, str, path, line)
+    text = required_field(obj, text_key, str, path, line)
+    solution = required_field(obj, sol_key, str, path, line)
     _, reasoning = _reasoning(obj, path, line)
     prompt = obj.get("prompt") if isinstance(obj.get("prompt"), str) else None
     if not solution.strip() and not (reasoning or "").strip():

@@ -44,7 +44,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from quantmedic.taxonomy.errors import InputError
+from quantmedic.taxonomy.errors import InputError, required_field
 from quantmedic.taxonomy.records import Attempt, Problem, Sampling
 
 from .answers import last_boxed
@@ -137,17 +137,6 @@ def known_problems() -> dict[str, Problem]:
     return known
 
 
-def _field(obj: Mapping[str, Any], key: str, kind: type | tuple[type, ...], path: Path, line: int,
-           where: str | None = None) -> Any:
-    name = f"{where}.{key}" if where else key
-    if key not in obj:
-        raise InputError(path, "missing", line=line, field=name)
-    if not isinstance(obj[key], kind):
-        raise InputError(path, f"expected {getattr(kind, '__name__', 'text')}, got {type(obj[key]).__name__}",
-                         line=line, field=name)
-    return obj[key]
-
-
 def _texts(value: Any, name: str, path: Path, line: int) -> list[str]:
     """The generated texts: a string, a list of strings, or a list of one-string lists."""
     items = [value] if isinstance(value, str) else value if isinstance(value, list) else None
@@ -190,10 +179,10 @@ def _flat(obj: Mapping[str, Any], path: Path, line: int) -> tuple[str | list, li
 
 def _nested(obj: Mapping[str, Any], path: Path, line: int) -> tuple[str | list, list[str], str | None, dict,
                                                                     list[int | None]]:
-    doc = _field(obj, "doc", dict, path, line)
-    response = _field(obj, "model_response", dict, path, line)
-    texts = _texts(_field(response, "text", (str, list), path, line, "model_response"), "model_response.text",
-                   path, line)
+    doc = required_field(obj, "doc", dict, path, line)
+    response = required_field(obj, "model_response", dict, path, line)
+    text = required_field(response, "text", (str, list), path, line, "model_response")
+    texts = _texts(text, "model_response.text", path, line)
     prompt = response.get("input") or doc.get("query") or ""
     choices, index = doc.get("choices") or [], doc.get("gold_index")
     index = index[0] if isinstance(index, list) and index else index

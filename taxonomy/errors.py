@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -123,3 +124,25 @@ def validation_error(error: Any, path: str | Path, text: str) -> InputError:
     field = pydantic_error_field(first)
     message = first["msg"].removeprefix("Value error, ")
     return InputError(path, message, line=yaml_line(text, field) if field != "<record>" else None, field=field)
+
+
+def required_field(obj: Mapping[str, Any], key: str, kind: type | tuple[type, ...], path: str | Path, line: int,
+                   where: str | None = None) -> Any:
+    """``obj[key]``, which must be there and of type ``kind``; else an :class:`InputError` at ``path:line``
+    naming the field (``where.key`` when ``where`` is given).
+
+    >>> required_field({"steps": []}, "steps", list, "a.jsonl", 3)
+    []
+    >>> try:
+    ...     required_field({"steps": "x"}, "steps", list, "a.jsonl", 3)
+    ... except InputError as error:
+    ...     print(error)
+    a.jsonl:3: field "steps": expected list, got str
+    """
+    name = f"{where}.{key}" if where else key
+    if key not in obj:
+        raise InputError(path, "missing", line=line, field=name)
+    if not isinstance(obj[key], kind):
+        expected = getattr(kind, "__name__", None) or " or ".join(k.__name__ for k in kind)
+        raise InputError(path, f"expected {expected}, got {type(obj[key]).__name__}", line=line, field=name)
+    return obj[key]
