@@ -69,7 +69,8 @@ def _common(a: list[int], b: list[int]) -> int:
 
 
 def pair_tokens(tokenizer: Any, pair: PreferencePair) -> tuple[int, bool]:
-    """The pair's length in tokens as TRL tokenizes it, and whether the template kept both sides' thinking."""
+    """The pair's length in tokens as TRL tokenizes it, and whether the template kept both sides' thinking (when
+    it does not, as ``train dpo``'s text format tokenizes it: the rendered prompt, then each answer whole)."""
     prompt = [m.model_dump() for m in pair.prompt]
     prompt_ids = _ids(tokenizer, prompt, add_generation_prompt=True)
     longest, kept = 0, True
@@ -81,6 +82,9 @@ def pair_tokens(tokenizer: Any, pair: PreferencePair) -> tuple[int, bool]:
         probe = thinking_probe(side[-1]["content"])
         if probe and probe not in tokenizer.decode(ids[start:]):
             kept = False
+    if not kept:  # `train dpo` trains such pairs as text, the answers whole (+ the end of turn): count them so
+        longest = max(len(tokenizer(side[-1]["content"], add_special_tokens=False)["input_ids"]) + 1 for side in sides)
+        start = len(prompt_ids)
     return start + longest, kept
 
 

@@ -32,14 +32,19 @@ from quantmedic.pipelines.data import shipped_path
 from quantmedic.taxonomy.records import Attempt, PreferencePair, Problem, Quantization, Verdict
 from quantmedic.taxonomy.jsonl import read_records, write_records
 
+from quantmedic.pipelines.training.dpo import _trainer, load_pairs
+from quantmedic.pipelines.training.dpo_config import DPOSettings, ThinkingDropped
+from quantmedic.pipelines.training.trace_format import TEXT_FORMAT, training_set
+
 from .support.tiny_model import tiny_model
 from .test_cli_judge import cli
 
 MODEL = "DeepSeek-R1-Distill-Qwen-1.5B"
+BOS = "<|endoftext|>"  # the tiny model's bos_token_id
 KV3 = Quantization(method="none", kv_cache_dtype="int3", tool="KVQuant (Quantized-Reasoning-Models)")
 KINDS = (("execution", "computational_error"), ("method", "procedural_error"), ("reasoning", "logical_reasoning_error"))
 R1_TEMPLATE = (  # DeepSeek-R1's way with assistant turns: everything up to </think> is cut from them
-    "{% for message in messages %}{% set content = message['content'] %}"
+    "{{ bos_token }}{% for message in messages %}{% set content = message['content'] %}"
     "{% if message['role'] == 'assistant' and '</think>' in content %}"
     "{% set content = content.split('</think>')[-1] %}{% endif %}"
     "{{ '<|im_start|>' + message['role'] + '\n' + content + '<|im_end|>' + '\n' }}{% endfor %}"
@@ -192,15 +197,24 @@ def test_the_report_gives_token_lengths_with_the_tokenizer_and_estimates_without
 
 
 def r1_like(tiny, folder):
-    """The tiny model with DeepSeek-R1's habit: its chat template drops the thinking of assistant turns."""
+    """The tiny model with DeepSeek-R1's habits: its chat template drops the thinking of assistant turns and
+    starts with the BOS, which its tokenizer also adds to any text it tokenizes."""
     import shutil
 
     copy = folder / "tiny-r1-template"
     shutil.copytree(tiny, copy)
     config = json.loads((copy / "tokenizer_config.json").read_text())
-    config["chat_template"] = R1_TEMPLATE
+    config.update(chat_template=R1_TEMPLATE, bos_token=BOS)
     (copy / "tokenizer_config.json").write_text(json.dumps(config))
     (copy / "chat_template.jinja").unlink(missing_ok=True)
+    spec = json.loads((copy / "tokenizer.json").read_text())
+    bos_id = next(t["id"] for t in spec["added_tokens"] if t["content"] == BOS)
+    spec["post_processor"] = {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": BOS, "type_id": 0}},
+                                                                       {"Sequence": {"id": "A", "type_id": 0}}],
+                              "pair": [{"SpecialToken": {"id": BOS, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                                       {"Sequence": {"id": "B", "type_id": 1}}],
+                              "special_tokens": {BOS: {"id": BOS, "ids": [bos_id], "tokens": [BOS]}}}
+    (copy / "tokenizer.json").write_text(json.dumps(spec))
     return copy
 
 
@@ -224,7 +238,8 @@ def test_train_dpo_refuses_long_trace_pairs_with_numbers_and_drop_long_trains_on
     assert (tmp_path / "b" / "adapter_model.safetensors").is_file()
 
 
-def test_a_template_that_drops_the_thinking_is_caught_at_build_and_refused_by_train(scene, medicine, tiny, tmp_path):
+def test_a_template_that_drops_the_thinking_is_caught_at_build_and_trained_in_the_text_format(scene, medicine, tiny,
+                                                                                               tmp_path):
     out, _ = medicine
     r1 = r1_like(tiny, tmp_path)
     built = cli("medicine", "build", "-v", scene["verdicts"], "-a", scene["fp"], "--budget", "100",
@@ -232,11 +247,56 @@ def test_a_template_that_drops_the_thinking_is_caught_at_build_and_refused_by_tr
     assert built.returncode == 0, built.stderr
     assert json.loads((tmp_path / "m" / "medicine.json").read_text())["lengths"]["thinking_dropped_by_template"] == 24
     assert "drops the thinking of 24 trace pairs" in built.stderr
-    refused = cli("train", "dpo", r1, "--data", out, "--out", tmp_path / "a", "--max-length", "100000",
-                  "--max-steps", "1")
-    assert refused.returncode == 1, refused.stderr
-    assert "drops the thinking of 24 of 24 pairs" in refused.stderr and "Traceback" not in refused.stderr
-    assert not (tmp_path / "a" / "adapter_model.safetensors").exists()
+    trained = cli("train", "dpo", r1, "--data", out, "--out", tmp_path / "a", "--max-length", "100000",
+                  "--max-steps", "1", "--batch-size", "1")
+    assert trained.returncode == 0, trained.stderr
+    record = json.loads((tmp_path / "a" / "quantmedic-train.json").read_text())
+    assert record["format"] == TEXT_FORMAT and record["steps"] == 1 and record["pairs"] == 24
+    assert f"pairs trained in TRL's {TEXT_FORMAT}" in trained.stderr
+    assert (tmp_path / "a" / "adapter_model.safetensors").is_file()
     missing = cli("medicine", "build", "-v", scene["verdicts"], "-a", scene["fp"], "--tokenizer", tmp_path / "nope",
                   "-o", tmp_path / "n")
     assert missing.returncode == 2 and "--tokenizer" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_the_text_format_rows_hold_every_thinking_token_after_one_bos_and_the_length_checks_count_them(
+        medicine, tiny, tmp_path):
+    from transformers import AutoTokenizer
+
+    out, _ = medicine
+    r1 = r1_like(tiny, tmp_path)
+    tokenizer = AutoTokenizer.from_pretrained(str(r1))
+    dataset = load_pairs(out)
+    pairs, data_format = training_set(dataset, tokenizer)
+    assert data_format == TEXT_FORMAT
+    trainer, _ = _trainer(r1, "full", pairs, tokenizer, DPOSettings(max_steps=1, batch_size=1), tmp_path / "c", "cpu")
+    bos = tokenizer.bos_token_id
+    lengths = []
+    for source, row in zip(dataset, trainer.train_dataset):
+        prompt = tokenizer.apply_chat_template(source["prompt"], tokenize=False, add_generation_prompt=True)
+        assert prompt.startswith(BOS) and prompt.endswith("<|im_start|>assistant\n<think>\n")
+        assert row["prompt_ids"][0] == bos and row["prompt_ids"].count(bos) == 1  # exactly one BOS
+        for side in ("chosen", "rejected"):
+            trace = source[side][0]["content"]
+            expected = prompt + trace.removeprefix("<think>\n") + "<|im_end|>"  # the template's end of turn (= EOS)
+            ids = row["prompt_ids"] + row[f"{side}_ids"]
+            assert tokenizer.decode(ids) == expected  # every token of the thinking, none twice
+            assert len(ids) == len(tokenizer(expected, add_special_tokens=False)["input_ids"])
+        lengths.append(len(row["prompt_ids"]) + max(len(row["chosen_ids"]), len(row["rejected_ids"])))
+    refused = cli("train", "dpo", r1, "--data", out, "--out", tmp_path / "b", "--max-length", "1024",
+                  "--max-steps", "1")
+    assert refused.returncode == 2, refused.stderr
+    assert (f"24 of 24 pairs are longer than max_length=1024 tokens (the longest has {max(lengths)}, 24 of them "
+            "reasoning traces") in refused.stderr
+
+
+def test_an_answer_of_several_turns_cannot_be_put_in_the_text_format(tiny, tmp_path):
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(r1_like(tiny, tmp_path)))
+    turn = {"role": "assistant", "content": "<think>\nadd\n</think>\n\n4"}
+    rows = Dataset.from_list([{"prompt": [{"role": "user", "content": "2+2?"}], "chosen": [turn, turn],
+                               "rejected": [turn]}])
+    with pytest.raises(ThinkingDropped, match="not one assistant turn"):
+        training_set(rows, tokenizer)

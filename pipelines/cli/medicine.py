@@ -138,5 +138,6 @@ def _print_lengths(lengths: dict) -> None:
                  f"pairs {over}", highlight=False)
     if lengths.get("thinking_dropped_by_template"):
         stderr.print(f"warning: the chat template of {lengths['tokenizer']} drops the thinking of "
-                     f"{lengths['thinking_dropped_by_template']} trace pairs (`train dpo` refuses them)",
+                     f"{lengths['thinking_dropped_by_template']} trace pairs: `train dpo` trains them in TRL's text format, "
+                     "thinking kept (counted so here)",
                      highlight=False)

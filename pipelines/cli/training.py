@@ -24,8 +24,9 @@ train_app = typer.Typer(no_args_is_help=True, help="[bold]Train[/bold] adapters 
 
 @train_app.command("dpo", epilog="Writes into --out: the adapter (adapter_model.safetensors, adapter_config.json), "
                                  "quantmedic-train.json, training-log.jsonl, loss.png, checkpoints/ and, with --merge, "
-                                 "merged/. Exit codes: 0 trained (or already trained), 1 bad input data (or trace pairs whose "
-                                 "thinking the model's chat template drops), 2 bad options or pairs longer than "
+                                 "merged/. Trace pairs whose thinking the model's chat template drops (DeepSeek-R1's) are "
+                                 "trained in TRL's text format, thinking whole. Exit codes: 0 trained (or already "
+                                 "trained), 1 bad input data, 2 bad options or pairs longer than "
                                  "--max-length.")
 def train_dpo_command(
     model: Annotated[str, typer.Argument(help="Base model: a folder or Hub id, full precision or quantized (GPTQ, "
@@ -104,5 +105,8 @@ def _print_result(result: TrainResult, out: Path, max_length: int) -> None:
                   f"RAM{gpu}); "
                   f"final loss {r['final_loss']:.4f}; wrote {out}" + (f" and {r['merged']}" if r["merged"] else ""),
                   highlight=False)
+    if r.get("format", "conversational") != "conversational":
+        stderr.print(f"pairs trained in TRL's {r['format']}: the prompt through the template with its generation "
+                     "prompt, each answer with its thinking whole", highlight=False)
     if r["pairs_dropped_too_long"]:
         stderr.print(f"left out {r['pairs_dropped_too_long']} pairs longer than {max_length} tokens", highlight=False)

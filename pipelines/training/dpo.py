@@ -9,9 +9,10 @@ How the base model is loaded depends on what it is:
 * bitsandbytes checkpoints: as is, prepared for k-bit training.
 
 Pairs longer than ``max_length`` are refused with the numbers, never truncated (TRL would cut
-them silently); reasoning traces are long, so the numbers count the trace pairs among them. A trace
-pair whose thinking the model's chat template drops (some reasoning templates strip ``<think>``
-from assistant turns) is refused too: DPO would train on the solutions alone. The adapter folder
+them silently); reasoning traces are long, so the numbers count the trace pairs among them. When the
+model's chat template drops the thinking of trace pairs (DeepSeek-R1's strips ``<think>`` from
+assistant turns), the pairs are trained in TRL's text format instead, thinking whole
+(:mod:`.trace_format`); the record says which format was used. The adapter folder
 gets the adapter, ``quantmedic-train.json`` (settings, base, data, versions, time and peak memory), ``training-log.jsonl``, ``loss.png`` and, with ``merge``, a
 merged full model under ``merged/``. Trainer checkpoints go to ``checkpoints/``; a rerun with the
 same settings resumes from the last one, and a finished adapter is not trained again.
@@ -38,6 +39,7 @@ from quantmedic.pipelines.models.loading import TRAIN_RECORD, base_kind, has_acc
 from quantmedic.medicine.lengths import thinking_probe
 
 from .dpo_config import DPOSettings, PairsTooLong, ThinkingDropped
+from .trace_format import training_set
 
 
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -109,12 +111,12 @@ def too_long_message(long: list[tuple[int, int]], total: int, max_length: int, t
 
 
 def thinking_dropped(dataset: Any, tokenized: Any, tokenizer: Any) -> list[int]:
-    """Rows whose answer has thinking that the tokenized answer (through the chat template) lacks."""
+    """Rows whose answer has thinking that the tokenized answer (in either format) lacks."""
     rows = []
     for i, sides in enumerate(zip(dataset["chosen"], dataset["rejected"], tokenized["chosen_ids"],
                                   tokenized["rejected_ids"])):
-        for messages, ids in (sides[0::2], sides[1::2]):
-            probe = thinking_probe(messages[-1]["content"])
+        for answer, ids in (sides[0::2], sides[1::2]):
+            probe = thinking_probe(answer[-1]["content"] if isinstance(answer, list) else answer)
             if probe and probe not in tokenizer.decode(ids):
                 rows.append(i)
                 break
@@ -218,7 +220,8 @@ def train_dpo(model: str | Path, data: str | Path, out_dir: str | Path, settings
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     started = time.monotonic()
-    trainer, targets = _trainer(model, kind, dataset, tokenizer, settings, checkpoints, device)
+    pairs, data_format = training_set(dataset, tokenizer)
+    trainer, targets = _trainer(model, kind, pairs, tokenizer, settings, checkpoints, device)
     dropped = _drop_or_refuse_long(trainer, settings, dataset, tokenizer)
     if stale:
         shutil.rmtree(checkpoints, ignore_errors=True)
@@ -232,7 +235,7 @@ def train_dpo(model: str | Path, data: str | Path, out_dir: str | Path, settings
         "config_key": key, "base_model": str(model), "base_quantization": quantization.model_dump(mode="json")
         if quantization else None, "base_load": kind, "target_modules": targets,
         "settings": settings.model_dump(mode="json"), "data": str(data), "data_fingerprint": fingerprint,
-        "pairs": len(trainer.train_dataset), "pairs_dropped_too_long": dropped, **run, "device": device,
+        "format": data_format, "pairs": len(trainer.train_dataset), "pairs_dropped_too_long": dropped, **run, "device": device,
         **peak_memory(), "versions": package_versions(), "merged": None,
     }
     if merge:
@@ -265,13 +268,12 @@ def _trainer(model: str | Path, kind: str, dataset: Any, tokenizer: Any, setting
 
 def _drop_or_refuse_long(trainer: Any, settings: DPOSettings, dataset: Any, tokenizer: Any) -> int:
     """Refuse pairs over ``max_length`` (or, with ``drop_long``, leave them out), and trace pairs whose thinking
-    the chat template drops; returns how many were dropped for their length."""
+    is still missing from the tokenized pairs; returns how many were dropped for their length."""
     lost = thinking_dropped(dataset, trainer.train_dataset, tokenizer)
     if lost:
-        raise ThinkingDropped(f"the chat template of the model drops the thinking of {len(lost)} of {len(dataset)} "
-                              f"pairs (rows {', '.join(map(str, lost[:10]))}{', ...' if len(lost) > 10 else ''}): DPO "
-                              "would train on their solutions alone; use a tokenizer whose chat template keeps "
-                              "<think>...</think> in assistant turns")
+        raise ThinkingDropped(f"the thinking of {len(lost)} of {len(dataset)} pairs is missing from the tokenized "
+                              f"pairs (rows {', '.join(map(str, lost[:10]))}{', ...' if len(lost) > 10 else ''}), even "
+                              "in TRL's text format: DPO would train on their solutions alone")
     long = over_length(trainer.train_dataset, settings.max_length)
     if not long:
         return 0
