@@ -90,12 +90,44 @@ def record_fields(verdict: Verdict) -> dict[str, str]:
     attempt = verdict.attempt
     steps = "\n\n".join(f"**Step {i}.** {as_markdown_math(step)}" for i, step in enumerate(attempt.steps))
     step = "no wrong step" if verdict.first_wrong_step == -1 else f"step {verdict.first_wrong_step}"
+    section = thinking_claim(verdict)
+    if section is not None:
+        step = section if verdict.first_wrong_step is None else f"{section}; in the solution: {step}"
     confidence = "" if verdict.confidence is None else f", confidence {verdict.confidence:.2f}"
     claim = (f"**{as_text(verdict.judge_model)}** says: {step}, {verdict.category} / {verdict.subtype}"
              f"{confidence}.\n\n{as_text(verdict.explanation or '')}")
+    quoted = wrong_section_text(verdict)
+    if quoted:
+        claim += f"\n\n**The section of the thinking it names:**\n\n{as_markdown_math(quoted)}"
     return {"problem": as_markdown_math(attempt.problem.text), "solution": steps,
             "reference_answer": as_text(attempt.problem.reference_answer or "(unknown)"),
             "judge_explanation": claim}
+
+
+SECTION_QUOTE_CHARS = 3000
+"""At most this much of the thinking section a verdict names is quoted in the annotator's record."""
+
+
+def thinking_claim(verdict: Verdict) -> str | None:
+    """What the judge said of a reasoning model's thinking, in words (None: the thinking was not judged).
+
+    A thinking verdict's record shows the solution's steps as any other; the first wrong step question is
+    about the solution, and the section the judge named is quoted in the judge's claim.
+    """
+    section = verdict.first_wrong_section
+    if section is None or verdict.attempt.thinking is None:
+        return None
+    total = len(verdict.attempt.thinking.sections)
+    return "no wrong section in the thinking" if section == -1 else f"section {section} of {total} of the thinking"
+
+
+def wrong_section_text(verdict: Verdict) -> str | None:
+    """The text of the thinking section the verdict names (cut to :data:`SECTION_QUOTE_CHARS`), if any."""
+    thinking, section = verdict.attempt.thinking, verdict.first_wrong_section
+    if thinking is None or section is None or not 0 <= section < len(thinking.sections):
+        return None
+    text = thinking.section_text(section)
+    return text if len(text) <= SECTION_QUOTE_CHARS else text[:SECTION_QUOTE_CHARS] + " […]"
 
 
 def quantization_label(verdict: Verdict) -> str:
