@@ -79,24 +79,14 @@ class ThinkingPlanner:
         self.answer_tokens = answer_tokens or max((j.max_tokens for j in config.judges), default=512)
         self.taxonomy = config.taxonomy
         self._system_tokens: int | None = None
-        self._plans: dict[str, tuple[PlannedWindow, ...] | NoRoom] = {}
 
     def judges_thinking(self, attempt: Attempt) -> bool:
         return self.settings.scope != "solution" and attempt.thinking is not None and bool(attempt.thinking.sections)
 
     def plan(self, attempt: Attempt) -> tuple[PlannedWindow, ...]:
-        """The item's windows with their messages and counted prompt tokens; raises :class:`NoRoom`."""
-        if attempt.id not in self._plans:
-            try:
-                self._plans[attempt.id] = self._plan(attempt)
-            except NoRoom as error:
-                self._plans[attempt.id] = error
-        plan = self._plans[attempt.id]
-        if isinstance(plan, NoRoom):
-            raise plan
-        return plan
-
-    def _plan(self, attempt: Attempt) -> tuple[PlannedWindow, ...]:
+        """The item's windows with their messages and counted prompt tokens; raises :class:`NoRoom`. Planned
+        anew on each call (the estimate, then the scan) and never kept: memory stays bounded by the items in
+        flight, not by every trace's windows."""
         if self._system_tokens is None:
             self._system_tokens = self.count(self.system)
         problem, reference = attempt.problem.text, attempt.problem.reference_answer
