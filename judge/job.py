@@ -163,6 +163,9 @@ def dry_run(job: JudgeJob, console: Console) -> int:
     out = console.file
     out.write(json.dumps({"response_format": response_format_for(mode, schema)}, indent=2) + "\n")
     planner = ThinkingPlanner(judge_config(job, job.endpoints), answer_tokens=job.max_tokens)
+    if job.thinking.scope != "solution":  # the windows of a thinking are asked with their own schema
+        out.write(json.dumps({"response_format (windows of thinking)": response_format_for(mode, planner.schema)},
+                             indent=2) + "\n")
     for attempt in attempts:
         if planner.judges_thinking(attempt):
             _dry_window(planner, attempt, out)
