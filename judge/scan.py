@@ -30,6 +30,7 @@ from .cache import schema_digest
 from .ensemble import Majority, majority
 from .question import Question
 from .schema import thinking_output_schema
+from .step_format import CHARS_PER_TOKEN
 from .tokens import TokenCounter, estimating
 from .validate import make_validator, validate_window_answer
 from .window_prompt import (REASK_TOKENS, THINKING_PROMPT_VERSION, escaped_sections, frame_text, reask_messages,
@@ -52,7 +53,7 @@ class ThinkingSettings:
     context_share: float = 0.25
     margin_tokens: int = 64
     max_tokens_per_item: int | None = None
-    counter: TokenCounter = field(default_factory=lambda: estimating(3.5))
+    counter: TokenCounter = field(default_factory=lambda: estimating(CHARS_PER_TOKEN))
 
     def fingerprint(self) -> dict:
         return {"scope": self.scope, "context_tokens": self.context_tokens, "context_share": self.context_share,

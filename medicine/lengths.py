@@ -16,12 +16,14 @@ from statistics import median
 from typing import Any
 
 from quantmedic.judge.step_format import CHARS_PER_TOKEN
+from quantmedic.judge.thinking import MARKERS
 from quantmedic.taxonomy.errors import InputError
 from quantmedic.taxonomy.records import PreferencePair
 
 MAX_LENGTHS = (1024, 2048, 4096, 8192, 16384, 32768)
 """The ``--max-length`` values the report counts the pairs that fit under."""
-THINKING_MARKERS = (("<think>", "</think>"), ("◁think▷", "◁/think▷"))
+THINKING_MARKERS = MARKERS
+"""The marker pairs a trace's text can open with: those :mod:`quantmedic.judge.thinking` knows."""
 
 
 def thinking_probe(content: str) -> str | None:
