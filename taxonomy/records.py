@@ -55,7 +55,10 @@ class Quantization(_Record):
     group_size: int | None = None
     tool: str | None = Field(None, description="e.g. 'llm-compressor 0.14', 'gptqmodel 7.6'.")
     format: str | None = Field(None, description="Checkpoint format, e.g. 'compressed-tensors'.")
-    kv_cache_dtype: str | None = None
+    kv_cache_dtype: str | None = Field(None, description="KV-cache quantization, e.g. 'fp8', 'int4', 'int3'.")
+    execution: Literal["real kernels", "simulated"] | None = Field(None, description=(
+        "How the attempts were computed: the format's own low-bit kernels, or simulated (quantize-dequantize in "
+        "a transformers forward pass). Set on attempts at generation; None when unknown (e.g. a served model)."))
     extra: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -67,7 +67,7 @@ def test_auto_picks_gptqmodel_for_awq_only_without_an_accelerator():
         choose_tool("nf4", "auto", accelerator=False)
 
 
-@pytest.mark.parametrize("method, bits, group", [("w8a8", 4, None), ("awq", 8, 128), ("gptq", 5, 128),
+@pytest.mark.parametrize("method, bits, group", [("w8a8", 4, None), ("awq", 5, 128), ("gptq", 5, 128), ("nvfp4", 8, None),
                                                  ("gptq", 4, 0)])
 def test_settings_no_tool_supports_are_refused(method, bits, group):
     with pytest.raises(ValueError):

@@ -77,6 +77,10 @@ class GenerationSettings(GenerationSampling):
     concurrency: int = Field(4, ge=1, description="Requests in flight (openai).")
     kv_cache_dtype: str | None = Field(None, description="vLLM KV-cache dtype, e.g. fp8 (recorded in the attempts' "
                                                          "quantization).")
+    simulate: bool = Field(False, description=(
+        "Run a checkpoint whose activation or KV-cache quantization has no kernel here simulated (quantize-dequantize "
+        "in the transformers forward pass; recorded as simulated). A checkpoint quantized with simulate: true "
+        "is always run so."))
     base_url: str | None = Field(None, description="OpenAI-compatible endpoint (the openai backend). For a "
                                                    "reasoning model served by vLLM start it with `vllm serve MODEL "
                                                    "--reasoning-parser deepseek_r1`: its reasoning_content is the "
