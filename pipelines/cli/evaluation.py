@@ -183,7 +183,8 @@ def compare_command(
     fp_label: Annotated[Optional[str], typer.Option(help="Name of the full-precision side "
                                                          "(default: its model).")] = None,
     quant_label: Annotated[Optional[str], typer.Option(help="Name of the quantized side (default: its model "
-                                                            "and quantization).")] = None,
+                                                            "and quantization, and its calibration when the two "
+                                                            "sides' calibrations differ).")] = None,
 ) -> None:
     """[bold]Compare[/bold] full precision with quantized, paired by problem and sample: accuracy with 95% Wilson intervals, McNemar's exact test, flips, breakdowns by subject and level, output length and degenerate outputs.
 

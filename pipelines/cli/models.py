@@ -42,14 +42,23 @@ def quantize_command(
     num_samples: Annotated[int, described(QuantizeSettings, "num_samples")] = Q.num_samples,
     max_seq_length: Annotated[int, described(QuantizeSettings, "max_seq_length")] = Q.max_seq_length,
     tool: Annotated[str, described(QuantizeSettings, "tool")] = Q.tool,
+    kv_cache: Annotated[Optional[str], described(QuantizeSettings, "kv_cache")] = None,
+    rotation: Annotated[str, described(QuantizeSettings, "rotation")] = Q.rotation,
+    simulate: Annotated[bool, described(QuantizeSettings, "simulate")] = Q.simulate,
+    calibrate_on: Annotated[str, described(QuantizeSettings, "calibrate_on")] = Q.calibrate_on,
 ) -> None:
-    """Quantize a model with GPTQ, AWQ or W8A8; the settings are saved beside it and travel into every attempt."""
+    """Quantize a model into any format of the low-bit grid (GPTQ, AWQ, W8A8, fp8, NVFP4, MXFP4, W4A4, or only the
+    KV cache); the settings are saved beside it and travel into every attempt."""
     settings = build_settings(QuantizeSettings, method=method, bits=bits, group_size=group_size,
-                              calibration=calibration, num_samples=num_samples, max_seq_length=max_seq_length, tool=tool)
+                              calibration=calibration, num_samples=num_samples, max_seq_length=max_seq_length, tool=tool,
+                              kv_cache=kv_cache, rotation=rotation, simulate=simulate, calibrate_on=calibrate_on)
     with usage_errors(), hub_errors(model):
         record = quantize(model, out_dir=out, settings=settings)
+    extra = record.extra
     stderr.print(f"wrote {out}: {record.method} {record.bits}-bit, group {record.group_size}, {record.format} "
-                 f"({record.tool}, {record.extra.get('calibration_samples')} calibration samples)", highlight=False)
+                 f"({record.tool}, {extra.get('calibration_samples')} calibration samples of {extra.get('calibration')} "
+                 f"on {extra.get('calibrate_on')}; KV cache {record.kv_cache_dtype or 'unquantized'}, rotation "
+                 f"{extra.get('rotation')}, simulate {extra.get('simulate')})", highlight=False, soft_wrap=True)
 
 
 def given(ctx: typer.Context, parameters: dict[str, str], **values: object) -> dict[str, object]:
@@ -87,6 +96,7 @@ def generate_command(
     api_key_env: Annotated[str, described(GenerationSettings, "api_key_env")] = G.api_key_env,
     batch_size: Annotated[int, described(GenerationSettings, "batch_size")] = G.batch_size,
     concurrency: Annotated[int, described(GenerationSettings, "concurrency")] = G.concurrency,
+    simulate: Annotated[bool, described(GenerationSettings, "simulate")] = G.simulate,
     grade: Annotated[bool, typer.Option(help="Grade the attempts with math-verify once generation is done "
                                              "(as `quantmedic grade` does).")] = True,
     adapter: Annotated[Optional[Path], typer.Option(help="A LoRA adapter folder (`quantmedic train dpo`) to apply; "
@@ -100,7 +110,8 @@ def generate_command(
     settings = build_settings(GenerationSettings, {"served_model": "--model-name"}, **given(
         ctx, {"served_model": "model_name"}, backend=backend, preset=preset, prompt=prompt, sample_seeds=sample_seeds, n=n, temperature=temperature,
         top_p=top_p, max_tokens=max_tokens, seed=seed, kv_cache_dtype=kv_cache_dtype, base_url=base_url,
-        served_model=model_name, api_key_env=api_key_env, batch_size=batch_size, concurrency=concurrency))
+        served_model=model_name, api_key_env=api_key_env, batch_size=batch_size, concurrency=concurrency,
+        simulate=simulate))
     check_output_file(out, inputs=[benchmark], what="attempts")  # the output, the model and the problems first
     if settings.backend != "openai" or Path(model).exists():
         check_model(model)

@@ -194,6 +194,18 @@ def _label(attempts: Sequence[Attempt], default: str) -> str:
     return labels.most_common(1)[0][0] if labels else default
 
 
+def _calibrated_labels(fp_attempts: Sequence[Attempt], quant_attempts: Sequence[Attempt]) -> tuple[str, str]:
+    """The sides' default labels; two quantized sides calibrated differently also name their calibration
+    (``m [gptq 4-bit] (calib gsm8k)`` vs ``m [gptq 4-bit] (calib generations:gsm8k)``)."""
+    labels = [_label(fp_attempts, "full precision"), _label(quant_attempts, "quantized")]
+    calibrations = [Counter(str(a.quantization.extra["calibration"]) for a in side
+                            if a.quantization and a.quantization.extra.get("calibration")).most_common(1)
+                    for side in (fp_attempts, quant_attempts)]
+    if all(calibrations) and calibrations[0][0][0] != calibrations[1][0][0]:
+        labels = [f"{label} (calib {c[0][0]})" for label, c in zip(labels, calibrations)]
+    return labels[0], labels[1]
+
+
 def _groups(pairs: list[tuple[Attempt, Attempt]],
             attribute: Callable[[Attempt], object]) -> tuple[GroupComparison, ...]:
     if not any(attribute(fp) is not None for fp, _ in pairs):
@@ -241,9 +253,9 @@ def compare(fp_attempts: Sequence[Attempt], quant_attempts: Sequence[Attempt], *
     lengths = (LengthSummary.of(fp for fp, _ in present), LengthSummary.of(q for _, q in present))
     if not any(s.has_thinking for s in lengths):
         lengths = (None, None)
+    default_labels = _calibrated_labels(fp_attempts, quant_attempts)
     return Comparison(
-        fp_label=fp_label or _label(fp_attempts, "full precision"),
-        quant_label=quant_label or _label(quant_attempts, "quantized"),
+        fp_label=fp_label or default_labels[0], quant_label=quant_label or default_labels[1],
         fp_total=len(fp_attempts), quant_total=len(quant_attempts), paired=len(present),
         unpaired_fp=len(fp_index) - len(present), unpaired_quant=len(quant_index) - len(present),
         ungradable_pairs=len(present) - len(usable),
