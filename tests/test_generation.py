@@ -270,7 +270,7 @@ def test_vllm_backend_on_a_quantized_checkpoint(tiny, tmp_path):
     assert len(attempts) == 6 and {a.sampling.sample_index for a in attempts} == {0, 1}
     for attempt in attempts:
         expected = record or Quantization(method="none")
-        assert attempt.quantization == expected.model_copy(update={"kv_cache_dtype": "fp8"})
+        assert attempt.quantization == expected.model_copy(update={"kv_cache_dtype": "fp8", "execution": "real kernels"})
         assert attempt.sampling.extra["backend"] == "vllm" and attempt.sampling.extra["seeding"] == "per-sample"
         assert attempt.sampling.seed == sample_seed(7, attempt.problem.id, attempt.sampling.sample_index)
         assert 0 < attempt.completion_tokens <= 32 and attempt.steps

@@ -1,4 +1,5 @@
-"""Quantizing the tiny model for real (llm-compressor GPTQ and W8A8, GPTQModel GPTQ and AWQ) on CPU,
+"""Quantizing the tiny model for real (llm-compressor GPTQ and W8A8, GPTQModel GPTQ and AWQ) on CPU (the rest of
+the low-bit grid: test_quantize_grid.py),
 loading the checkpoints with transformers, and the settings travelling into the attempts."""
 
 from __future__ import annotations
@@ -59,8 +60,8 @@ def test_auto_picks_gptqmodel_for_awq_only_without_an_accelerator():
     assert choose_tool("awq", "auto", accelerator=True) == "llmcompressor"
     assert choose_tool("gptq", "auto", accelerator=False) == "llmcompressor"
     assert choose_tool("gptq", "gptqmodel", accelerator=False) == "gptqmodel"
-    with pytest.raises(ValueError, match="accelerator"):
-        choose_tool("awq", "llmcompressor", accelerator=False)
+    assert choose_tool("awq", "llmcompressor", accelerator=False) == "llmcompressor"  # its CPU workaround
+    assert choose_tool("awq", "auto", accelerator=False, bits=8) == "llmcompressor"  # GPTQModel's AWQ is 4-bit
     with pytest.raises(ValueError, match="W8A8"):
         choose_tool("w8a8", "gptqmodel", accelerator=True)
     with pytest.raises(ValueError, match="unknown method"):
@@ -138,11 +139,15 @@ def test_quantized_checkpoint_loads_generates_and_carries_its_settings(name, che
 
     problems = load_benchmark("gsm8k", limit=2)
     summary = generate(out, problems, out_path=tmp_path / "attempts.jsonl", backend="transformers", max_tokens=24,
-                       device="cpu")
+                       device="cpu", simulate=method == "w8a8")  # int8 activations have no kernel under transformers
     attempts = read_records(tmp_path / "attempts.jsonl", Attempt)
     assert summary.written == len(attempts) == 2
-    for attempt in attempts:
-        assert attempt.quantization == record and attempt.model == name
+    for attempt in attempts:  # GPTQModel's kernels are real; compressed-tensors is dequantized: simulated
+        q = attempt.quantization
+        simulation = {"simulation": "weights dequantized by compressed-tensors" + (
+            "; activations int8 per-token dynamic (compressed-tensors, 14 layers)" if method == "w8a8" else "")}
+        assert q == record.model_copy(update={"execution": "real kernels"} if tool == "gptqmodel" else {
+            "execution": "simulated", "extra": {**record.extra, **simulation}}) and attempt.model == name
         assert attempt.steps and all(s.strip() for s in attempt.steps)
         assert attempt.finish_reason in ("stop", "length") and 0 < attempt.completion_tokens <= 24
 
@@ -173,7 +178,7 @@ def test_autoawq_and_autogptq_style_checkpoints_load_with_an_inferred_record(che
         generate(folder, load_benchmark("gsm8k", limit=1), out_path=tmp_path / f"{method}.jsonl", backend="transformers",
                  max_tokens=8, device="cpu")
         (attempt,) = read_records(tmp_path / f"{method}.jsonl", Attempt)
-        assert attempt.quantization == q
+        assert attempt.quantization == q.model_copy(update={"execution": "real kernels"})  # GPTQModel's kernels
 
 
 def test_quantize_command_writes_the_checkpoint_and_its_record(tiny, tmp_path):
@@ -189,8 +194,8 @@ def test_quantize_command_writes_the_checkpoint_and_its_record(tiny, tmp_path):
     assert record.extra["calibration"] == "gsm8k" and record.extra["calibration_samples"] == 8
     assert json.loads((out / "config.json").read_text())["quantization_config"]["quant_method"] == "compressed-tensors"
 
-    refused = CliRunner().invoke(app, ["quantize", str(tiny), "--method", "awq", "--tool", "llmcompressor",
+    refused = CliRunner().invoke(app, ["quantize", str(tiny), "--method", "w8a8", "--tool", "gptqmodel",
                                        "--out", str(tmp_path / "x")])
-    assert refused.exit_code == 2 and "accelerator" in refused.output
+    assert refused.exit_code == 2 and "llmcompressor" in refused.output
     unknown = CliRunner().invoke(app, ["quantize", str(tiny), "--method", "nf4", "--out", str(tmp_path / "y")])
     assert unknown.exit_code == 2

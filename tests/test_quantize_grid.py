@@ -14,10 +14,15 @@ from typer.testing import CliRunner
 
 from quantmedic.pipelines.cli.models import commands
 from quantmedic.pipelines.evaluation.compare import compare
-from quantmedic.pipelines.models.loading import RECORD_FILE, read_quantization
+from quantmedic.pipelines.evaluation.benchmarks import load_benchmark
+from quantmedic.pipelines.evaluation.grading import grade_file
+from quantmedic.pipelines.models.formats import needs_real_or_simulate
+from quantmedic.pipelines.models.generation import generate
+from quantmedic.pipelines.models.loading import RECORD_FILE, apply_online_transforms, load_for_generation, read_quantization
 from quantmedic.pipelines.models.quantize import GENERATIONS_FILE, choose_tool, quantize
-from quantmedic.pipelines.models.recipes import apply_online_transforms, build_recipe
+from quantmedic.pipelines.models.recipes import build_recipe
 from quantmedic.pipelines.models.quantize_config import QuantizeSettings
+from quantmedic.taxonomy.errors import InputError
 from quantmedic.taxonomy.jsonl import read_records
 from quantmedic.taxonomy.records import Attempt, Problem, Quantization
 
@@ -101,6 +106,40 @@ def _check_weights(name: str, model, dense) -> None:
         assert all(len(row[i:i + width].unique()) <= 16 for row in weight[:8] for i in range(0, 512, width))
     elif method == "fp8":
         assert all(len(row.unique()) <= 256 for row in weight[:8])
+
+
+@pytest.mark.parametrize("name", list(GRID))
+def test_every_format_generates_and_grades_simulated_on_cpu(name, grid, tmp_path):
+    """The grid's cells as the study runs them here: transformers on CPU, simulated, graded; a format that
+    quantizes activations or the KV cache is refused without ``simulate`` (nothing written)."""
+    out, record = grid(name)
+    problems, path = load_benchmark("gsm8k", limit=2), tmp_path / "attempts.jsonl"
+    if needs_real_or_simulate(record):
+        with pytest.raises(InputError, match="simulate: true"):
+            generate(out, problems, out_path=path, backend="transformers", max_tokens=12, device="cpu")
+        assert not path.exists()
+    generate(out, problems, out_path=path, backend="transformers", max_tokens=12, device="cpu", simulate=True)
+    grade_file(path)
+    attempts = read_records(path, Attempt)
+    assert len(attempts) == 2 and all(a.grading is not None and a.correct in (True, False) for a in attempts)
+    for attempt in attempts:
+        q = attempt.quantization
+        assert q.execution == "simulated" and q.extra["simulation"]
+        assert q.model_copy(update={"execution": None, "extra": {k: v for k, v in q.extra.items()
+                                                                 if k != "simulation"}}) == record
+        if record.kv_cache_dtype in ("int4", "int3"):
+            assert f"{record.kv_cache_dtype[-1]}-bit" in q.extra["simulation"] or record.kv_cache_dtype in \
+                q.extra["simulation"]
+
+
+def test_the_loader_applies_quips_online_rotations(grid, reference):
+    import torch
+
+    out, _ = grid("gptq-w4-quip")
+    loaded = load_for_generation(out, device="cpu")
+    with torch.no_grad():
+        error = (loaded.model(torch.tensor(IDS)).logits.float() - reference[1]).abs().max()
+    assert error < 8, error  # unrotated it is ~24, rotated ~2.1 (test below)
 
 
 @pytest.mark.parametrize("name", list(GRID))

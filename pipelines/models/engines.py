@@ -100,6 +100,11 @@ class TransformersEngine:
     def tokenizer(self) -> Any:
         return self.loaded.tokenizer
 
+    @property
+    def simulation(self) -> str | None:
+        """What of the checkpoint's quantization the forward pass simulates (see :mod:`.simulate`)."""
+        return getattr(self.loaded, "simulation", None)
+
     def run(self, requests: Sequence[Request], settings: SamplingSettings) -> Iterator[tuple[Request, ModelOutput]]:
         import torch
 

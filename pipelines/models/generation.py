@@ -40,6 +40,7 @@ from quantmedic.pipelines.models.loading import (adapted_name, checkpoint_name, 
                                                  vllm_cpu_refusal)
 
 from .engines import Engine, OpenAIEngine, Request, TransformersEngine, VLLMEngine, sample_seed
+from .formats import SIMULATED, Hardware, execution, refusal
 from .generation_config import BACKENDS, GenerationSampling, GenerationSettings, SamplingSettings
 
 # --- the attempts file ---
@@ -100,6 +101,13 @@ def count_tokens(attempt: Attempt, completion: ModelOutput, tokenizer: Any) -> A
 
 # --- the run ---
 
+def with_simulation(quantization: Quantization | None, simulation: str | None) -> Quantization | None:
+    """A simulated run's record with what was simulated (``extra["simulation"]``); others unchanged."""
+    if quantization is None or quantization.execution != SIMULATED or not simulation:
+        return quantization
+    return quantization.model_copy(update={"extra": {**quantization.extra, "simulation": simulation}})
+
+
 @dataclass(frozen=True)
 class GenerationSummary:
     problems: int
@@ -157,6 +165,7 @@ def _generate_missing(make_engine: Callable[[], Engine], problems: Sequence[Prob
     if not requests:
         return GenerationSummary(len(problems), skipped, 0, 0, 0.0)
     engine = make_engine()
+    quantization = with_simulation(quantization, getattr(engine, "simulation", None))
     started = time.monotonic()  # tokens/s counts generation, not loading
     console = console or Console(stderr=True)
     with out_path.open("a", encoding="utf-8") as handle, _progress(console) as progress:
@@ -176,6 +185,29 @@ def _generate_missing(make_engine: Callable[[], Engine], problems: Sequence[Prob
     return GenerationSummary(len(problems), skipped, written, tokens, time.monotonic() - started)
 
 
+def provenance(model: str | Path, quantization: Quantization | None, backend: str, settings: GenerationSettings,
+               ) -> tuple[Quantization | None, bool]:
+    """``(quantization, simulate)``: the record stamped with how ``backend`` computes it here (real kernels or
+    simulated), and whether to simulate (``settings.simulate``, or the record's ``extra["simulate"]``). A
+    format with no kernel here that is not to be simulated, or that only a backend that cannot simulate was
+    asked for, is refused in one line (before anything loads)."""
+    simulate = settings.simulate or bool(quantization is not None and quantization.extra.get("simulate"))
+    if quantization is None or backend == "openai":
+        return quantization, simulate  # a served model's execution is the server's: unknown here
+    hardware = Hardware.detect()
+    if why := refusal(quantization, backend, hardware, simulate=simulate):
+        raise InputError(model, why, field="--backend" if backend == "vllm" else "--simulate")
+    return quantization.model_copy(update={"execution": execution(quantization, backend, hardware)[0]}), simulate
+
+
+def record_kv_cache(quantization: Quantization | None, settings: GenerationSettings, backend: str) -> str | None:
+    """The KV-cache dtype vLLM is given: the one asked for, else an fp8 one the checkpoint's record names."""
+    if settings.kv_cache_dtype or backend != "vllm" or quantization is None:
+        return settings.kv_cache_dtype
+    kv = quantization.kv_cache_dtype or ""
+    return "fp8" if kv.startswith("fp8") else None
+
+
 def generate(model: str | Path, problems: Sequence[Problem], *, out_path: str | Path,
              settings: GenerationSettings | None = None, api_key: str | None = None, system: str | None = None,
              device: str | None = None, quantization: Quantization | None = None, engine_options: dict | None = None,
@@ -188,7 +220,8 @@ def generate(model: str | Path, problems: Sequence[Problem], *, out_path: str | 
     ``openai``, it is the only source: give the served model's). ``kv_cache_dtype`` (vLLM, e.g.
     ``fp8``) is recorded in the attempts' Quantization. ``adapter``: a LoRA adapter folder
     (``quantmedic train dpo``) applied on top of the model (transformers backend); the attempts'
-    model label becomes ``MODEL+ADAPTER``.
+    model label becomes ``MODEL+ADAPTER``. The attempts' Quantization records its ``execution`` (real
+    kernels or simulated: :mod:`.formats`) and, simulated, what was in ``extra["simulation"]``.
     """
     s = settings or GenerationSettings(**fields)
     chosen = "transformers" if adapter is not None and s.backend == "auto" else choose_backend(s.backend, s.base_url)
@@ -205,21 +238,22 @@ def generate(model: str | Path, problems: Sequence[Problem], *, out_path: str | 
         raise InputError(model, why, field="--backend")
     if chosen == "openai" and not s.base_url:
         raise ValueError("the openai backend needs --base-url")
+    kv_cache = record_kv_cache(quantization, s, chosen)
+    if s.kv_cache_dtype and s.kv_cache_dtype != "auto":
+        quantization = (quantization or Quantization(method="none")).model_copy(update={"kv_cache_dtype": s.kv_cache_dtype})
+    quantization, simulate = provenance(model, quantization, chosen, s)
     make_engine: Callable[[], Engine]
-    if adapter is not None:
-        make_engine = lambda: TransformersEngine(load_with_adapter(model, adapter, device=device),  # noqa: E731
-                                                 batch_size=s.batch_size, system=system, prompt=s.prompt)
-    elif chosen == "transformers":
-        make_engine = lambda: TransformersEngine(load_for_generation(model, device=device),  # noqa: E731
-                                                 batch_size=s.batch_size, system=system, prompt=s.prompt)
+    load = ((lambda: load_with_adapter(model, adapter, device=device, simulate=simulate)) if adapter is not None
+            else (lambda: load_for_generation(model, device=device, simulate=simulate)))
+    if chosen == "transformers" or adapter is not None:
+        make_engine = lambda: TransformersEngine(load(), batch_size=s.batch_size, system=system,  # noqa: E731
+                                                 prompt=s.prompt)
     elif chosen == "vllm":
-        make_engine = lambda: VLLMEngine(str(model), kv_cache_dtype=s.kv_cache_dtype, system=system,  # noqa: E731
+        make_engine = lambda: VLLMEngine(str(model), kv_cache_dtype=kv_cache, system=system,  # noqa: E731
                                          prompt=s.prompt, engine_options=dict(engine_options or {}))
     else:
         make_engine = lambda: OpenAIEngine(s.base_url, s.served_model or str(model), api_key=api_key,  # noqa: E731
                                            concurrency=s.concurrency, system=system, prompt=s.prompt)
-    if s.kv_cache_dtype and s.kv_cache_dtype != "auto":
-        quantization = (quantization or Quantization(method="none")).model_copy(update={"kv_cache_dtype": s.kv_cache_dtype})
     label = adapted_name(model, adapter) if adapter is not None else checkpoint_name(model)
     return run_generation(make_engine, problems, out_path, model=label, quantization=quantization,
                           settings=s.sampling(), console=console)

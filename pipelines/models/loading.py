@@ -7,8 +7,9 @@
 
   - full precision: as is, or in bitsandbytes 4-bit NF4 for QLoRA;
   - GPTQ / AWQ: through GPTQModel's kernels (its torch kernels on CPU);
-  - compressed-tensors (llm-compressor): as is for generation, dequantized for training (its
-    packed layers take no adapters);
+  - compressed-tensors (llm-compressor): as is for generation (dequantized at load when simulated,
+    with the activations and the KV cache quantized in the forward pass: :mod:`.simulate`), dequantized
+    for training (its packed layers take no adapters);
   - bitsandbytes checkpoints: as is, prepared for k-bit training.
 
 Heavy libraries (torch, transformers, peft) are imported inside the functions that need them.
@@ -53,6 +54,16 @@ def _recipe_method(recipe: str | None) -> str | None:
     return None
 
 
+def _activation_method(weights: dict, bits: int | None, act_bits: int) -> str:
+    """``w8a8``, ``w4a4`` (int), ``fp8``, ``nvfp4`` (fp4, groups of 16) or ``mxfp4`` (groups of 32)."""
+    if weights.get("type") == "float":
+        if bits == 8:
+            return "fp8"
+        if bits == 4:
+            return {16: "nvfp4", 32: "mxfp4"}.get(weights.get("group_size"), f"fp{bits}a{act_bits}")
+    return f"w{bits}a{act_bits}"
+
+
 def infer_quantization(config: dict, recipe: str | None = None) -> Quantization | None:
     """The Quantization a checkpoint's ``config.json`` describes (None for full precision).
 
@@ -71,9 +82,11 @@ def infer_quantization(config: dict, recipe: str | None = None) -> Quantization 
         bits, act_bits = weights.get("num_bits"), (activations or {}).get("num_bits")
         method = _recipe_method(recipe) or "unknown"
         if act_bits:
-            method = f"w{bits}a{act_bits}"
+            method = _activation_method(weights, bits, act_bits)
+        kv = qc.get("kv_cache_scheme") or {}
+        kv_dtype = f"{'fp' if kv.get('type') == 'float' else 'int'}{kv['num_bits']}" if kv.get("num_bits") else None
         return Quantization(method=method, bits=bits, group_size=weights.get("group_size"), format="compressed-tensors",
-                            tool=None, extra={"compressed_format": qc.get("format"), "inferred": True,
+                            tool=None, kv_cache_dtype=kv_dtype, extra={"compressed_format": qc.get("format"), "inferred": True,
                                               "symmetric": weights.get("symmetric"), "strategy": weights.get("strategy"),
                                               "algorithm": _recipe_method(recipe)})
     quantizer = (qc.get("meta") or {}).get("quantizer") or qc.get("quantizer")
@@ -157,12 +170,14 @@ def default_cpu_workers() -> int:
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A model ready for ``generate``, its tokenizer, its label and how it is quantized."""
+    """A model ready for ``generate``, its tokenizer, its label, how it is quantized, and what of that is
+    simulated (None: nothing; see :mod:`.simulate`)."""
 
     model: Any
     tokenizer: Any
     name: str
     quantization: Quantization | None
+    simulation: str | None = None
 
 
 def checkpoint_name(model_dir: str | Path) -> str:
@@ -171,21 +186,85 @@ def checkpoint_name(model_dir: str | Path) -> str:
     return path.name if path.exists() else str(model_dir)
 
 
-def load_for_generation(model_dir: str | Path, *, device: str | None = None, dtype: str = "auto") -> LoadedModel:
+DEQUANTIZED = "weights dequantized by compressed-tensors"
+
+
+def _match_weight_dtype(model: Any) -> None:
+    """compressed-tensors unpacks fp4 weights in bfloat16 whatever the model's dtype: bring them to it."""
+    import torch
+
+    for module in model.modules():
+        weight = getattr(module, "weight", None)
+        if (isinstance(module, torch.nn.Linear) and weight is not None and weight.is_floating_point()
+                and weight.dtype != model.dtype):
+            weight.data = weight.data.to(model.dtype)
+
+
+def load_for_generation(model_dir: str | Path, *, device: str | None = None, dtype: str = "auto",
+                        simulate: bool = False) -> LoadedModel:
     """Load a full-precision or quantized checkpoint (compressed-tensors, GPTQ, AWQ) with transformers.
 
     GPTQ and AWQ checkpoints run through GPTQModel's kernels (its torch kernels on CPU); a Hub id
     is downloaded by transformers. ``device``: ``cuda``/``cpu`` (default: cuda when available).
+    ``simulate``: compressed-tensors weights are dequantized at load, and the activations' and the KV
+    cache's quantization the record names is simulated in the forward pass (:func:`.simulate.apply`);
+    what was, is :attr:`LoadedModel.simulation`.
     """
     os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(default_cpu_workers()))
     from transformers import AutoModelForCausalLM
 
     device = device or ("cuda" if has_accelerator() else "cpu")
     quantization = quantization_of(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, device_map=device)
+    compressed = quantization is not None and quantization.format == "compressed-tensors"
+    options: dict[str, Any] = {}
+    if simulate and compressed:
+        from transformers import CompressedTensorsConfig
+
+        options["quantization_config"] = CompressedTensorsConfig(dequantize=True)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, device_map=device, **options)
     model.eval()
+    simulation = DEQUANTIZED if compressed else None
+    if options:
+        _match_weight_dtype(model)
+    if compressed and Path(model_dir).is_dir():
+        apply_online_transforms(model, model_dir)
+    if simulate:
+        from .simulate import apply
+
+        simulation = "; ".join(p for p in (simulation, apply(model, quantization)) if p) or None
     return LoadedModel(model=model, tokenizer=generation_tokenizer(model_dir), name=checkpoint_name(model_dir),
-                       quantization=quantization)
+                       quantization=quantization, simulation=simulation)
+
+
+def apply_online_transforms(model: Any, checkpoint_dir: str | Path) -> bool:
+    """Add a QuIP checkpoint's online rotations (``location`` input/output of its ``transform_config``)
+    to ``model`` loaded from it by transformers, with their saved matrices; False if it has none.
+
+    transformers 5.17 loads the fused (weight-side) part of compressed-tensors transforms but not the
+    online hooks, so without this a QuIP checkpoint computes wrong outputs.
+    """
+    config = json.loads((Path(checkpoint_dir) / "config.json").read_text()).get("quantization_config") or {}
+    if not config.get("transform_config"):
+        return False
+    from compressed_tensors.transform import TransformConfig, apply_transform_config
+    from safetensors.torch import load_file
+
+    transforms = TransformConfig.model_validate(config["transform_config"])
+    for scheme in transforms.config_groups.values():
+        scheme.apply = [a for a in scheme.apply if a.location in ("input", "output")]
+    transforms.config_groups = {k: s for k, s in transforms.config_groups.items() if s.apply}
+    if not transforms.config_groups:
+        return False
+    apply_transform_config(model, transforms)
+    suffixes = tuple(f"_{where}.weight" for where in ("input", "output"))
+    state = {}
+    for shard in sorted(Path(checkpoint_dir).glob("*.safetensors")):
+        state.update({k: v for k, v in load_file(shard).items() if k.endswith(suffixes)})
+    model.load_state_dict(state, strict=False)
+    for name, parameter in model.named_parameters():
+        if name.endswith(suffixes):
+            parameter.requires_grad_(False)
+    return True
 
 
 def generation_tokenizer(model_dir: str | Path) -> Any:
@@ -255,8 +334,10 @@ def adapter_base_load(adapter_dir: str | Path) -> str | None:
     return json.loads(path.read_text(encoding="utf-8")).get("base_load")
 
 
-def load_with_adapter(model: str | Path, adapter_dir: str | Path, *, device: str | None = None) -> Any:
-    """The base loaded as it was for training, with the adapter on top, ready for ``generate``."""
+def load_with_adapter(model: str | Path, adapter_dir: str | Path, *, device: str | None = None,
+                      simulate: bool = False) -> Any:
+    """The base loaded as it was for training, with the adapter on top, ready for ``generate``; ``simulate``: as
+    :func:`load_for_generation` (the hooks go on the adapted layers, LoRA deltas included)."""
     from peft import PeftModel
 
     adapter_dir = Path(adapter_dir)
@@ -267,8 +348,15 @@ def load_with_adapter(model: str | Path, adapter_dir: str | Path, *, device: str
     base = load_base(model, kind, device=device, for_training=False)
     adapted = PeftModel.from_pretrained(base, str(adapter_dir))
     adapted.eval()
+    simulation = DEQUANTIZED if kind == "compressed-tensors-dequantized" else None
+    if kind == "compressed-tensors-dequantized":
+        _match_weight_dtype(base)
+    if simulate:
+        from .simulate import apply
+
+        simulation = "; ".join(p for p in (simulation, apply(adapted, quantization)) if p) or None
     return LoadedModel(model=adapted, tokenizer=generation_tokenizer(model), name=adapted_name(model, adapter_dir),
-                       quantization=quantization)
+                       quantization=quantization, simulation=simulation)
 
 
 def adapted_name(model: str | Path, adapter_dir: str | Path) -> str:

@@ -15,7 +15,7 @@ Every recipe ignores ``lm_head``. Measured on CPU with llm-compressor 0.14.0.1 /
 - rotation ``spinquant``: ``SpinQuantModifier(rotations=["R1", "R2"], transform_type="hadamard")``,
   fused into the weights; ``quip``: ``QuIPModifier()`` at its defaults (input-side ``v`` rotations,
   random Hadamard, block = the layer's width), which leaves *online* rotations in the checkpoint that
-  transformers does not apply on loading: :func:`apply_online_transforms` adds them back.
+  transformers does not apply on loading: :func:`.loading.apply_online_transforms` adds them back.
 - KV cache ``fp8``: ``kv_cache_scheme`` (static per-tensor fp8 scales) in the checkpoint; compressed-tensors
   applies it when transformers loads the checkpoint. The integer KV caches (int8/int4/int3) are **recorded
   only** (``Quantization.kv_cache_dtype``) and simulated at generation: llm-compressor accepts an int
@@ -170,35 +170,3 @@ def run_oneshot(model_dir: Path, out_dir: Path, settings: QuantizeSettings, text
     qc = json.loads((out_dir / "config.json").read_text())["quantization_config"]
     return {"format": "compressed-tensors", "compressed_format": qc.get("format"),
             "dtype": str(model.dtype).removeprefix("torch.")}
-
-
-def apply_online_transforms(model: Any, checkpoint_dir: str | Path) -> bool:
-    """Add a QuIP checkpoint's online rotations (``location`` input/output of its ``transform_config``)
-    to ``model`` loaded from it by transformers, with their saved matrices; False if it has none.
-
-    transformers 5.17 loads the fused (weight-side) part of compressed-tensors transforms but not the
-    online hooks, so without this a QuIP checkpoint computes wrong outputs. Meant for the loader
-    (:mod:`.loading`).
-    """
-    config = json.loads((Path(checkpoint_dir) / "config.json").read_text()).get("quantization_config") or {}
-    if not config.get("transform_config"):
-        return False
-    from compressed_tensors.transform import TransformConfig, apply_transform_config
-    from safetensors.torch import load_file
-
-    transforms = TransformConfig.model_validate(config["transform_config"])
-    for scheme in transforms.config_groups.values():
-        scheme.apply = [a for a in scheme.apply if a.location in ("input", "output")]
-    transforms.config_groups = {k: s for k, s in transforms.config_groups.items() if s.apply}
-    if not transforms.config_groups:
-        return False
-    apply_transform_config(model, transforms)
-    suffixes = tuple(f"_{where}.weight" for where in ("input", "output"))
-    state = {}
-    for shard in sorted(Path(checkpoint_dir).glob("*.safetensors")):
-        state.update({k: v for k, v in load_file(shard).items() if k.endswith(suffixes)})
-    model.load_state_dict(state, strict=False)
-    for name, parameter in model.named_parameters():
-        if name.endswith(suffixes):
-            parameter.requires_grad_(False)
-    return True
