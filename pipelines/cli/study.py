@@ -47,8 +47,10 @@ def run_command(
             raise typer.BadParameter(f"choose one of {_STAGES}", param_hint=name)
     config, data = load_study(study, set_ or [])
     root = out or Path(f"study-{config.name}")
-    check_study(config, study, read_text(study, "study config"), root)
+    notes = check_study(config, study, read_text(study, "study config"), root, refuse=not check)
     if check:
+        for note in notes:
+            stderr.print(f"[yellow]note:[/yellow] a run on this machine would refuse {note}", highlight=False)
         problems = f"benchmark {config.benchmark.name}" if config.benchmark else "no benchmark"
         stderr.print(f"{study}: valid ({len(config.quantizations)} quantizations, {problems}; every file it names "
                      "is readable)", highlight=False)

@@ -5,6 +5,10 @@ Each stage's section *is* that stage's settings model (``quantizations`` → ``Q
 ``PushSettings``, ``medicine`` → ``BuildSettings``, ``training`` → ``DPOSettings``), so a setting
 has one name, one default and one description for the CLI and the study alike.
 
+A ``matrix:`` (methods × bits × KV-cache settings, :mod:`.matrix`) adds its cells to ``quantizations``
+after the ones given (a bad cell is an error at ``matrix``), and ``seeds:`` generates and compares every
+side once per seed (the first is the primary ``seed``, the one the judge and the stages after it use).
+
 Errors name the file, the line and the field. ``--set a.b=VALUE`` overrides a field from the
 command line (VALUE is read as YAML). See ``examples/`` for two documented configs.
 """
@@ -31,6 +35,7 @@ from quantmedic.taxonomy.model import DEGENERATE
 from quantmedic.taxonomy.records import Quantization
 
 from .layout import FULL_PRECISION
+from .matrix import MatrixSpec, expand_matrix
 
 
 class _Section(BaseModel):
@@ -120,9 +125,14 @@ class StudyConfig(_Section):
     treated, rejudge, evaluate) are skipped, and without a full-precision side so are compare and evaluate."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    seed: int = 0
+    seed: int = Field(0, description="The primary seed: every stage's (default: the first of seeds).")
+    seeds: list[int] | None = Field(None, min_length=1, description=(
+        "Seeds to generate with (default: [seed]): each extra seed generates the full-precision side and every "
+        "quantization again and compares them (judge and the stages after it use the primary seed's attempts)."))
     model: ModelSpec
-    quantizations: list[QuantizationSpec] = Field(min_length=1)
+    quantizations: list[QuantizationSpec] = Field([], description=(
+        "The quantized variants; the matrix's cells follow them (at least one variant in all)."))
+    matrix: MatrixSpec | None = Field(None, description="methods × bits × kv_cache, each cell a quantization.")
     benchmark: BenchmarkSettings | None = Field(None, description=(
         "The problems; required when a side generates. Imported attempts are kept to its problems when given."))
     generation: GenerationSettings = GenerationSettings()
@@ -149,7 +159,45 @@ class StudyConfig(_Section):
         for section in SEEDED:
             if isinstance(data, dict) and isinstance(data.get(section), dict) and "seed" in data[section]:
                 raise FieldError(f"{section}.seed", "a study has one seed for every stage: set the top-level seed")
+        if isinstance(data, dict) and isinstance(data.get("seeds"), list) and data["seeds"] and "seed" not in data:
+            data = {**data, "seed": data["seeds"][0]}  # the primary seed
         return data
+
+    @model_validator(mode="after")
+    def _cells(self) -> StudyConfig:
+        """The matrix's cells appended to ``quantizations`` (an invalid cell is an error at ``matrix``)."""
+        if self.seeds is not None:
+            if self.seeds[0] != self.seed:
+                raise FieldError("seeds", f"the first seed is the primary one: seed is {self.seed}, seeds start with "
+                                          f"{self.seeds[0]} (give one of them, or make them agree)")
+            if len(set(self.seeds)) != len(self.seeds):
+                raise FieldError("seeds", "a seed is given twice")
+        cells = []
+        for cell in expand_matrix(self.matrix) if self.matrix else []:
+            try:
+                cells.append(QuantizationSpec(**cell))
+            except ValidationError as error:
+                what = ", ".join(f"{k}: {v}" for k, v in cell.items() if k in ("method", "bits", "kv_cache"))
+                raise FieldError("matrix", f"the cell {{{what}}}: "
+                                 f"{error.errors()[0]['msg'].removeprefix('Value error, ')}") from None
+        if cells:
+            try:
+                object.__setattr__(self, "quantizations", self._distinct([*self.quantizations, *cells]))
+            except ValueError as error:
+                raise FieldError("matrix", str(error)) from None
+        if not self.quantizations:
+            raise FieldError("quantizations", "give at least one quantization (or a matrix)")
+        return self
+
+    @property
+    def seed_list(self) -> list[int]:
+        """Every seed the study generates with, the primary first."""
+        return self.seeds or [self.seed]
+
+    def field_of(self, index: int) -> str:
+        """The config field quantization ``index`` comes from: ``quantizations.N``, or ``matrix`` for a cell."""
+        given = len(self.quantizations) - (len(expand_matrix(self.matrix)) if self.matrix else 0)
+        return f"quantizations.{index}" if index < given else "matrix"
 
     @model_validator(mode="after")
     def _study_settings(self) -> StudyConfig:
@@ -157,7 +205,7 @@ class StudyConfig(_Section):
             raise FieldError("medicine.reviews", "set by the study (true when argilla is configured)")
         for i, q in enumerate(self.quantizations):
             if not q.path and not q.attempts and not self.model.path:
-                raise FieldError(f"quantizations.{i}", "nothing to quantize: give model.path, or this variant's "
+                raise FieldError(self.field_of(i), "nothing to quantize: give model.path, or this variant's "
                                                        "path (a checkpoint) or attempts (a file)")
         if self.benchmark is None and self.generates:
             raise FieldError("benchmark", "required: a side generates its attempts (it has a model and no attempts "

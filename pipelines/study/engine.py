@@ -5,6 +5,10 @@ Stages, per quantization ``Q`` (``generate:fp`` and ``judge-eval`` once)::
     quantize:Q → generate:fp, generate:Q → compare:Q → judge:Q (→ judge-eval) → review:Q
     → medicine:Q → train:Q → treated:Q → rejudge:Q → evaluate:Q
 
+and for each extra seed ``S`` of ``seeds:`` (the checkpoint of quantize:Q is shared)::
+
+    generate:fp@sS, generate:Q@sS → compare:Q@sS
+
 Each stage's key is a hash of its settings and of what its inputs hold (the output digests of the
 stages before it); its files go to ``stages/NAME/KEY/`` (see :mod:`.layout`). A stage whose key is
 unchanged and finished is skipped; an edit changes the keys of the stages it affects and only they
@@ -80,12 +84,13 @@ class Study(StudyFolder):
         self.cache = root / JUDGE_CACHE
         self.cache.parent.mkdir(parents=True, exist_ok=True)
         self.log: list[tuple[str, str]] = []
+        self.hardware: Any = None  # the machine the stages run on (formats.Hardware), set by run_study
 
     def save(self) -> None:
         """Write ``state.json`` and ``study.lock`` (atomically)."""
         write_atomic(self.root / STATE, [json.dumps(self.state, indent=2, sort_keys=True) + "\n"])
         lock = {"study": self.config.name, "config_digest": digest(self.data), "config": self.data,
-                "seed": self.config.seed, "versions": package_versions(LOCKED_PACKAGES),
+                "seed": self.config.seed, "seeds": self.config.seed_list, "versions": package_versions(LOCKED_PACKAGES),
                 "stages": {name: {k: s.get(k) for k in ("key", "status", "digest")} for name, s in self.state.items()}}
         write_atomic(self.root / LOCK, [json.dumps(lock, indent=2, sort_keys=True) + "\n"])
 

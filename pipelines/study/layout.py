@@ -50,6 +50,8 @@ MEDICINE_REPORT = f"{MEDICINE}/{medicine_export.REPORT}"
 ADAPTER = "adapter"                            # train: the adapter folder
 RECOVERY = recovery.RECOVERY_JSON              # evaluate: every file of write_recovery, among them
 RECOVERY_PNG = recovery.RECOVERY_PNG
+SEED_MARK = "@s"
+"""Marks an extra seed's stages: ``generate:fp@s1``, ``generate:gptq-w4-g128@s1``, ``compare:gptq-w4-g128@s1``."""
 
 
 def stage_name(kind: str, label: str | None = None) -> str:
@@ -61,6 +63,23 @@ def stage_name(kind: str, label: str | None = None) -> str:
     if kind not in STAGE_KINDS:
         raise ValueError(f"unknown stage {kind!r}")
     return kind if label is None else f"{kind}:{label}"
+
+
+def seed_label(label: str, seed: int) -> str:
+    """``gptq-w4-g128@s1``: a label's stages for an extra seed.
+
+    >>> seed_label("fp", 1), split_seed("gptq-w4-g128@s1"), split_seed("fp")
+    ('fp@s1', ('gptq-w4-g128', 1), ('fp', None))
+    """
+    return f"{label}{SEED_MARK}{seed}"
+
+
+def split_seed(label: str) -> tuple[str, int | None]:
+    """``(label, seed)`` of a stage label (seed None: the primary seed's stage)."""
+    base, mark, seed = label.rpartition(SEED_MARK)
+    if mark and base and seed.lstrip("-").isdigit():
+        return base, int(seed)
+    return label, None
 
 
 def kind_of(name: str) -> str:
@@ -105,8 +124,20 @@ class StudyFolder:
         return folder / file if folder is not None and (folder / file).exists() else None
 
     def quantizations(self) -> list[str]:
-        """The labels of the quantizations that reached the compare stage (run or skipped)."""
-        return sorted({name.split(":", 1)[1] for name in self.state if kind_of(name) == "compare"})
+        """The labels of the quantizations that reached the compare stage (run or skipped); an extra seed's
+        stages (``compare:LABEL@s1``) are not quantizations of their own."""
+        return sorted({name.split(":", 1)[1] for name in self.state
+                       if kind_of(name) == "compare" and split_seed(name.split(":", 1)[1])[1] is None})
+
+    def seeds(self, label: str) -> dict[int | None, str]:
+        """The generate stages of side ``label`` per seed: ``{None: "generate:LABEL", 1: "generate:LABEL@s1"}``."""
+        found: dict[int | None, str] = {}
+        for name in self.state:
+            if kind_of(name) == "generate":
+                base, seed = split_seed(name.split(":", 1)[1])
+                if base == label:
+                    found[seed] = name
+        return found
 
     def lock(self) -> dict:
         path = self.root / LOCK

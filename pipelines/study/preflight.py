@@ -8,6 +8,10 @@ Paths are relative to the current folder, as the stages use them. Each problem i
 :class:`~quantmedic.taxonomy.errors.InputError` at the config's line and field, carrying the
 named file's own error (its line and field too). Nothing is created, loaded from the network or
 contacted: Hub ids and the Argilla server are left to the stages that use them.
+
+A variant that cannot generate on this machine as configured (a method × bits × KV cache with no
+kernel here and no ``simulate: true``, see :mod:`.runnable`) is refused by a run, in one line that
+says what would work; ``--check`` (which may run elsewhere than the study) reports it as a note.
 """
 
 from __future__ import annotations
@@ -24,9 +28,11 @@ from quantmedic.taxonomy.outputs import check_output_folder
 
 from quantmedic.pipelines.data import resolve_input
 from quantmedic.pipelines.evaluation.benchmarks import SHIPPED_BENCHMARKS, load_benchmark
+from quantmedic.pipelines.models.formats import Hardware
 from quantmedic.pipelines.models.loading import check_model
 
 from .config import StudyConfig
+from .runnable import refusals
 
 
 def _on_the_hub(name: str) -> bool:
@@ -50,14 +56,18 @@ def _checks(config: StudyConfig) -> list[tuple[str, Callable[[], object]]]:
         checks.append(("model.path", lambda: check_model(config.model.path)))
     if config.model.attempts:
         checks.append(("model.attempts", lambda: _check_attempts(config.model.attempts)))
+    calibrations = set()
     for i, q in enumerate(config.quantizations):
+        field = config.field_of(i)
         if q.attempts:
-            checks.append((f"quantizations.{i}.attempts", lambda a=q.attempts: _check_attempts(a)))
+            checks.append((f"{field}.attempts", lambda a=q.attempts: _check_attempts(a)))
         if q.path:
-            checks.append((f"quantizations.{i}.path", lambda p=q.path: check_model(p)))
+            checks.append((f"{field}.path", lambda p=q.path: check_model(p)))
         elif not q.attempts and isinstance(q.calibration, str) and not _on_the_hub(q.calibration):
-            checks.append((f"quantizations.{i}.calibration",
-                           lambda q=q: load_benchmark(q.calibration, limit=q.num_samples)))
+            calibration = f"{field}.calibration" if field != "matrix" else "matrix.settings.calibration"
+            if (calibration, q.calibration, q.num_samples) not in calibrations:  # a matrix's cells share theirs
+                calibrations.add((calibration, q.calibration, q.num_samples))
+                checks.append((calibration, lambda q=q: load_benchmark(q.calibration, limit=q.num_samples)))
     if config.benchmark and not _on_the_hub(config.benchmark.name):
         checks.append(("benchmark.name", config.benchmark.load))
     if config.taxonomy is not None:
@@ -69,12 +79,22 @@ def _checks(config: StudyConfig) -> list[tuple[str, Callable[[], object]]]:
     return checks
 
 
-def check_study(config: StudyConfig, path: Path, text: str, root: Path) -> None:
-    """Check what the study at ``path`` (config ``text``) needs, and its folder ``root``; raise the first problem."""
+def check_study(config: StudyConfig, path: Path, text: str, root: Path, *, refuse: bool = True) -> list[str]:
+    """Check what the study at ``path`` (config ``text``) needs, and its folder ``root``; raise the first problem.
+
+    A variant that cannot generate here is the first problem when ``refuse`` (a run), else one of the notes
+    returned (``--check``)."""
     check_output_folder(root, inputs=[path], what="study folder")
+    notes = []
+    generating = any(q.has_model for q in config.quantizations)  # else nothing runs: torch need not load
+    for field, why in refusals(config, Hardware.detect()) if generating else []:
+        if refuse:
+            raise InputError(path, why, line=yaml_line(text, field), field=field)
+        notes.append(f"{field}: {why}")
     for field, check in _checks(config):
         try:
             check()
         except ValueError as error:  # InputError (the named file's own), or a setting it does not take
             said = error.message if isinstance(error, InputError) and error.path.startswith("--") else str(error)
             raise InputError(path, said, line=yaml_line(text, field), field=field) from None
+    return notes

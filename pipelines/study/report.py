@@ -1,6 +1,7 @@
 """``quantmedic report STUDY_DIR``: a self-contained HTML report (and Markdown) of a study.
 
-Sections: accuracy of each model with intervals and the drop; the flips; the error-category mix
+Sections: for a study with a matrix or several seeds, the low-bit grid (:mod:`.report_matrix`); accuracy of
+each model with intervals and the drop; the flips; the error-category mix
 per model (stacked bars) and a radar chart per model size; where the first wrong step falls; for
 reasoning models (only when there are traces), their lengths and the error mix by position in the
 thinking; the judge's meta-evaluation and its human-verified diagnostic accuracy; the medicine's make-up; the
@@ -21,7 +22,7 @@ from pathlib import Path
 from quantmedic.annotate.report import diagnostic_report
 from quantmedic.judge.figures import np, plt, save_figure
 from quantmedic.medicine.build import read_report
-from quantmedic.pipelines.evaluation.compare import LENGTHS_PNG
+from quantmedic.pipelines.evaluation.compare import LENGTHS_PNG, SIMULATED_NOTE, simulated_mark
 from quantmedic.pipelines.evaluation.comparison_json import ComparisonSummary
 from quantmedic.pipelines.evaluation.length_tables import LENGTH_HEADERS, estimate_notes, length_rows
 from quantmedic.pipelines.evaluation.section_positions import POSITION_HEADERS, SectionPositionMix
@@ -35,8 +36,9 @@ from quantmedic.taxonomy.records import Review, Verdict
 from . import layout as L
 from .layout import STATE, StudyFolder, stage_name as S
 from .report_imported import skipped_rows, uncompared
+from .report_matrix import HEADERS as GRID_HEADERS, grid_parts
 
-SECTIONS = ("skipped", "accuracy", "flips", "categories", "positions", "lengths", "judge", "medicine", "recovery")
+SECTIONS = ("skipped", "grid", "accuracy", "flips", "categories", "positions", "lengths", "judge", "medicine", "recovery")
 
 
 @dataclass
@@ -103,7 +105,7 @@ def accuracy_section(files: StudyFiles) -> Section:
         fp, quant = c.full_precision, c.quantized
         if not rows:
             rows.append([fp.label, "full precision", fp.accuracy, _pair(fp.wilson95), fp.n, None])
-        rows.append([q, "quantized", quant.accuracy, _pair(quant.wilson95), quant.n, c.difference])
+        rows.append([q + simulated_mark(quant.execution), "quantized", quant.accuracy, _pair(quant.wilson95), quant.n, c.difference])
         drops.append((q, c))
     for side in uncompared(files):  # imported, with no full precision to compare with
         rows.append([side.label, "quantized (not compared)", side.accuracy, side.interval, side.graded, None])
@@ -122,7 +124,19 @@ def accuracy_section(files: StudyFiles) -> Section:
         figure = ("accuracy", fig)
     text = "; ".join(f"{q}: {100 * c.difference:+.1f} points, paired interval {_iv(_pair(c.difference_wald95))}, "
                      f"McNemar p = {c.mcnemar_exact_p:.3g}" for q, c in drops if c.difference is not None)
+    text += ("; " if text else "") + SIMULATED_NOTE if any(simulated_mark(c.quantized.execution) for _, c in drops) else ""
     return Section("accuracy", "Accuracy and the drop from quantization", text, [table], [figure] if figure else [])
+
+
+def grid_section(files: StudyFiles) -> Section | None:
+    """The low-bit grid: every cell × benchmark over the seeds, and the heat map of the drops (None: the study
+    has no matrix and one seed)."""
+    fp_label = files.locked.get("config", {}).get("model", {}).get("label") or "full precision"
+    parts = grid_parts(files, fp_label)
+    if parts is None:
+        return None
+    text, rows, figures = parts
+    return Section("grid", "Low-bit grid", text, [Table("grid", GRID_HEADERS, rows)], figures)
 
 
 def flips_section(files: StudyFiles) -> Section:
@@ -314,7 +328,7 @@ def skipped_section(files: StudyFiles) -> Section | None:
                    [Table("skipped", ["stage", "reason"], rows)]) if rows else None
 
 
-BUILDERS = (skipped_section, accuracy_section, flips_section, categories_section, positions_section, lengths_section, judge_section,
+BUILDERS = (skipped_section, grid_section, accuracy_section, flips_section, categories_section, positions_section, lengths_section, judge_section,
             medicine_section, recovery_section)
 
 

@@ -18,7 +18,8 @@ from quantmedic.pipelines.data import resolve_input, shipped_path
 from quantmedic.pipelines.evaluation.compare import load_graded, pair_key, write_comparison
 from quantmedic.pipelines.evaluation.grading import grade_file
 from quantmedic.pipelines.evaluation.recovery import evaluate_recovery, write_recovery
-from quantmedic.pipelines.models.generation import generate
+from quantmedic.pipelines.models.generation import choose_backend, generate
+from quantmedic.pipelines.models.formats import Hardware
 from quantmedic.pipelines.models.quantize import quantize
 from quantmedic.pipelines.training.dpo import train_dpo
 from quantmedic.taxonomy.jsonl import read_records, write_records
@@ -29,8 +30,9 @@ from quantmedic.taxonomy.records import Verdict
 from . import layout as L
 from .config import QuantizationSpec, StudyConfig
 from .engine import SkipStage, Study, StudyError, digest, file_digest
-from .layout import FULL_PRECISION as FP, stage_name as S
+from .layout import FULL_PRECISION as FP, seed_label, stage_name as S
 from .review import review_stage
+from .runnable import backend_for
 
 # judge settings that change how answers are fetched, not what they are: they do not key the stage
 _OPERATIONAL = {"api_key_env", "concurrency", "timeout", "max_retries", "max_delay", "transport", "price_input",
@@ -45,6 +47,7 @@ def run_study(config: StudyConfig, data: dict, root: Path, *, console: Console, 
         problems = config.benchmark.load() if config.benchmark else []
         study = Study(config, data, root, console, problems=problems, taxonomy=load_taxonomy(config.taxonomy),
                       start=start, until=until)
+        study.hardware = Hardware.detect()
         _run(study)
     return study
 
@@ -61,8 +64,13 @@ def _run(study: Study) -> None:
         attempts_stage(study, FP, attempts, "model.attempts")
     elif model:
         generate_stage(study, "generate", FP, model)
+        for seed in config.seed_list[1:]:
+            generate_stage(study, "generate", FP, model, seed=seed)
     else:
         study.skip(S("quantize", FP), S("generate", FP), reason=NO_FP)
+    if len(config.seed_list) > 1 and config.generation.temperature == 0:
+        console.print("[yellow]note:[/yellow] generation.temperature is 0 (greedy): every seed generates the same "
+                      "attempts; sample (e.g. temperature: 0.6) for the seeds to differ")
     if config.judge.base_url == [] and study.until != "quantize":
         console.print("[yellow]note:[/yellow] the judge is the embedded SmolLM2-135M (weak): set judge.base_url "
                       "and judge.models for real diagnoses")
@@ -91,6 +99,7 @@ def quantization_stages(study: Study, q: QuantizationSpec) -> None:
         compare_stage(study, label)
     else:
         study.skip(S("compare", label), reason=f"{NO_FP} (the judge takes all of {label}'s failures)")
+    seed_stages(study, q)
     judge_stage(study, "judge", label)
     if label == study.config.quantizations[0].label:
         judge_eval_stage(study)
@@ -108,6 +117,26 @@ def quantization_stages(study: Study, q: QuantizationSpec) -> None:
         evaluate_stage(study, label)
     else:
         study.skip(S("evaluate", label), reason=f"{NO_FP} (recovery is measured toward full precision)")
+
+
+def seed_stages(study: Study, q: QuantizationSpec) -> None:
+    """``generate:Q@sS`` and ``compare:Q@sS`` for each extra seed ``S`` (the checkpoint is the one of quantize:Q)."""
+    config, label = study.config, q.label
+    extra = config.seed_list[1:]
+    if not extra:
+        return
+    if q.attempts:
+        study.skip(*(S(k, seed_label(label, s)) for s in extra for k in ("generate", "compare")),
+                   reason=f"its attempts are read from {q.attempts}: one run, not one per seed")
+        return
+    fp_generates = bool(config.model.path and not config.model.attempts)
+    for seed in extra:
+        generate_stage(study, "generate", label, None, q, seed=seed)
+        if fp_generates:
+            compare_stage(study, label, seed=seed)
+        else:
+            study.skip(S("compare", seed_label(label, seed)), reason="the full-precision side is not generated per "
+                       "seed (model.attempts, or no model.path)")
 
 
 def attempts_stage(study: Study, label: str, source: str, field: str, q: QuantizationSpec | None = None) -> None:
@@ -154,10 +183,17 @@ def quantize_stage(study: Study, q: QuantizationSpec) -> None:
     study.stage(S("quantize", q.label), keyed, [S("quantize", FP)], work)
 
 
-def generate_stage(study: Study, kind: str, label: str, model: str | None, q: QuantizationSpec | None = None) -> None:
-    """``generate:fp``, ``generate:Q`` (the quantized model) or ``treated:Q`` (with the trained adapter)."""
+def generate_stage(study: Study, kind: str, label: str, model: str | None, q: QuantizationSpec | None = None, *,
+                   seed: int | None = None) -> None:
+    """``generate:fp``, ``generate:Q`` (the quantized model) or ``treated:Q`` (with the trained adapter); with an
+    extra ``seed``, ``generate:fp@sS`` / ``generate:Q@sS``, seeded ``S``."""
     config = study.config
     settings = config.seeded("generation")
+    if seed is not None:
+        settings = settings.model_copy(update={"seed": seed})
+    if kind == "generate" and q is not None and (backend := backend_for(config, q, study.hardware)) != \
+            choose_backend(settings.backend, settings.base_url):
+        settings = settings.model_copy(update={"backend": backend})  # simulated here: transformers, not vLLM
     inputs = {"generate": [S("quantize", label)], "treated": [S("train", label)]}[kind]
 
     def work(folder: Path) -> None:
@@ -168,16 +204,19 @@ def generate_stage(study: Study, kind: str, label: str, model: str | None, q: Qu
         grade_file(folder / L.ATTEMPTS, study.console)
 
     keyed = {"generation": settings.model_dump(mode="json"), "problems": digest([p.id for p in study.problems])}
-    study.stage(S(kind, label), keyed, inputs, work)
+    study.stage(S(kind, label if seed is None else seed_label(label, seed)), keyed, inputs, work)
 
 
-def compare_stage(study: Study, label: str) -> None:
+def compare_stage(study: Study, label: str, *, seed: int | None = None) -> None:
+    """``compare:Q`` (or, for an extra seed, ``compare:Q@sS``: that seed's sides)."""
+    fp_side, side = (FP, label) if seed is None else (seed_label(FP, seed), seed_label(label, seed))
+
     def work(folder: Path) -> None:
-        fp = load_graded(study.folder(S("generate", FP)) / L.ATTEMPTS)
-        quant = load_graded(study.folder(S("generate", label)) / L.ATTEMPTS)
+        fp = load_graded(study.folder(S("generate", fp_side)) / L.ATTEMPTS)
+        quant = load_graded(study.folder(S("generate", side)) / L.ATTEMPTS)
         write_comparison(fp, quant, folder, fp_label=study.config.model.label or None, quant_label=label)
 
-    study.stage(S("compare", label), {}, [S("generate", FP), S("generate", label)], work)
+    study.stage(S("compare", side), {}, [S("generate", fp_side), S("generate", side)], work)
 
 
 def judge_stage(study: Study, kind: str, label: str) -> None:
