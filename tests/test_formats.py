@@ -39,7 +39,8 @@ def test_every_method_is_a_quantize_setting_with_its_bits():
     (record("gptq", 4), CPU512, "vllm", REAL),
     (record("gptq", 4), CPU, "vllm", None),                       # no AVX-512: no cpu_gemm_wna16
     (record("gptq", 4), CPU, "transformers", SIMULATED),          # dequantized by compressed-tensors
-    (record("w8a8", 8), CPU, "vllm", REAL),
+    (record("w8a8", 8), CPU512, "vllm", REAL),
+    (record("w8a8", 8), CPU, "vllm", None),
     (record("fp8", 8), H200, "vllm", REAL),
     (record("fp8", 8), Hardware((8, 0)), "vllm", None),
     (record("nvfp4", 4), B200, "vllm", REAL),

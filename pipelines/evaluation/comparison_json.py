@@ -61,9 +61,9 @@ def to_json(c: Comparison) -> dict:
     """The comparison as plain JSON data (flips as problem ids and answers, not whole attempts)."""
     data = {
         "full_precision": {"label": c.fp_label, "attempts": c.fp_total, "unpaired": c.unpaired_fp,
-                           **_accuracy_json(c.fp)},
+                           "execution": c.fp_execution, **_accuracy_json(c.fp)},
         "quantized": {"label": c.quant_label, "attempts": c.quant_total, "unpaired": c.unpaired_quant,
-                      **_accuracy_json(c.quant)},
+                      "execution": c.quant_execution, **_accuracy_json(c.quant)},
         "pairs": {"present": c.paired, "usable": c.usable, "ungradable": c.ungradable_pairs,
                   "both_right": c.both_right, "both_wrong": c.both_wrong,
                   "right_to_wrong": len(c.right_to_wrong_pairs), "wrong_to_right": len(c.wrong_to_right_pairs)},
@@ -133,6 +133,8 @@ class SideSummary:
     wilson95: Interval | None
     outputs: OutputSummary
     lengths: LengthSummary | None = None
+    execution: str | None = None
+    """``real kernels``, ``simulated``, ``mixed`` or None (not recorded; comparisons older than the field)."""
 
 
 @dataclass(frozen=True)
@@ -183,7 +185,7 @@ class ComparisonSummary:
             s = data[name]
             return SideSummary(s["label"], s["attempts"], s["unpaired"], s["correct"], s["n"], s["accuracy"],
                                _interval(s["wilson95"]), OutputSummary.from_json(data["outputs"][name]),
-                               LengthSummary.from_json(data.get("lengths", {}).get(name)))
+                               LengthSummary.from_json(data.get("lengths", {}).get(name)), s.get("execution"))
 
         def groups(key: str) -> tuple[GroupSummary, ...]:
             return tuple(GroupSummary(g["group"], Rate.from_json(g["full_precision"]), Rate.from_json(g["quantized"]),

@@ -48,7 +48,7 @@ FORMATS: dict[str, Format] = {f.method: f for f in (
            "vLLM on CUDA (4 and 8 bits); vLLM on CPU with AVX-512 (4 bits); GPTQModel's kernels under transformers "
            "(4 bits)", tools=("llmcompressor", "gptqmodel")),
     Format("w8a8", "W8A8 int8 (SmoothQuant + GPTQ)", (8,), 8, "per channel", "llm-compressor",
-           "vLLM on CUDA (compute capability 7.5+) and on CPU"),
+           "vLLM on CUDA (compute capability 7.5+) and on CPU with AVX-512"),
     Format("fp8", "W8A8 fp8 (FP8_DYNAMIC)", (8,), 8, "per channel", "llm-compressor `QuantizationModifier`",
            "vLLM on CUDA, compute capability 8.9+ (Ada, Hopper, Blackwell)"),
     Format("nvfp4", "W4A4 NVFP4", (4,), 4, "16 (fixed by the format)", "llm-compressor `QuantizationModifier`",
@@ -108,7 +108,9 @@ def _vllm_weights(q: Quantization, hw: Hardware) -> str | None:
             return None
         return f"vLLM on CPU runs {method.upper()} weights at 4 bits with AVX-512 only"
     if method == "w8a8":
-        return None if (cc is None or cc >= (7, 5)) else "W8A8 int8 needs compute capability 7.5+ in vLLM"
+        if cc:
+            return None if cc >= (7, 5) else "W8A8 int8 needs compute capability 7.5+ in vLLM"
+        return None if "avx512f" in hw.cpu_flags else "vLLM on CPU runs W8A8 int8 with AVX-512 (untested without)"
     if method == "fp8":
         return None if cc and cc >= (8, 9) else "W8A8 fp8 needs a GPU of compute capability 8.9+ for real kernels"
     if method in ("nvfp4", "mxfp4"):
