@@ -487,6 +487,9 @@ INFO_CASES = [
     usage("data-extra-argument", "data gsm8k", {}, "extra argument"),
     usage("unknown-command", "judgement in.jsonl", {}, "No such command"),
     usage("judge-without-arguments", "judge", {}, "Missing argument"),
+    case("check-input-missing", "check nope.jsonl --out f.jsonl", {}, "nope.jsonl: no such file"),
+    case("check-broken-jsonl-line", "check in.jsonl --out f.jsonl", {"in.jsonl": jl(ATTEMPT) + b"{not json\n"},
+         "in.jsonl:2: not valid JSON", code=1),
 ]
 
 CASES = [*JUDGE_CASES, *JUDGE_EVAL_CASES, *ANNOTATE_CASES, *MODEL_CASES, *EVALUATION_CASES, *TREATMENT_CASES,

@@ -29,7 +29,7 @@ from quantmedic.pipelines.evaluation.pool import PoolError
 from quantmedic.taxonomy.errors import InputError
 from quantmedic.taxonomy.locks import OutputLocked
 
-from . import annotate, evaluation, info, judge, medicine, models, study, training
+from . import annotate, check, evaluation, info, judge, medicine, models, study, training
 from .console import EXIT_ABORTED, EXIT_DATA, EXIT_USAGE, error as print_error, stderr
 
 if _LOADING:
@@ -40,6 +40,7 @@ app = typer.Typer(
     help="Diagnose, verify and treat the step-by-step math reasoning failures of quantized LLMs.")
 
 judge.commands.register(app)
+check.commands.register(app)
 app.add_typer(annotate.annotate_app, name="annotate")
 models.commands.register(app)
 evaluation.commands.register(app)
