@@ -63,6 +63,11 @@ class TransportFailure(Exception):
     """Every retry of a request failed with a retryable error (429, 5xx, timeout, connection)."""
 
 
+class Deferred(Exception):
+    """The request was handed to a batch executor (``vllm run-batch``, the OpenAI Batch API): its
+    answer comes into the cache in a later pass, and the item waits for it."""
+
+
 class EndpointUnreachable(Exception):
     """The endpoint could not be reached at all before it ever answered: a wrong ``--base-url``."""
 

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from quantmedic.taxonomy.model import DEGENERATE, Taxonomy
 from quantmedic.taxonomy.records import Attempt, JudgeAnswer, Usage, Verdict, content_id
 
-from .backend import ChatBackend, Endpoint, EndpointUnreachable, RequestRejected, TransportFailure
+from .backend import ChatBackend, Deferred, Endpoint, EndpointUnreachable, RequestRejected, TransportFailure
 from .cache import Completion, ResponseCache, clean, request_key, schema_digest
 from .degenerate import detect_degenerate
 from .ensemble import majority
@@ -103,6 +103,8 @@ class RunStats:
     """Items judged on their solution under scope thinking/both, as they have no thinking."""
     over_cap: int = 0
     """Items left unscored because their windows went past ``max_tokens_per_item``."""
+    deferred: int = 0
+    """Items waiting for a batch executor's answers (no verdict this pass)."""
 
 
 def combine_answers(attempt: Attempt, answers: Sequence[JudgeAnswer], *, judge_model: str, taxonomy: str,
@@ -157,11 +159,12 @@ class JudgeRun:
         self._on_item_done = on_item_done
 
     async def run(self, attempts: Sequence[Attempt]) -> list[Verdict]:
-        """Verdicts in the order of ``attempts`` (which must have distinct ids)."""
+        """Verdicts in the order of ``attempts`` (which must have distinct ids); an item whose request
+        a batch executor took (:class:`~.backend.Deferred`) has none in this pass."""
         self.stats.items = len(attempts)
         tasks = [asyncio.ensure_future(self._verdict(a)) for a in attempts]
         try:
-            return list(await asyncio.gather(*tasks))
+            return [v for v in await asyncio.gather(*tasks) if v is not None]
         except RequestRejected as error:
             raise JudgeRunAborted(str(error)) from None
         except EndpointUnreachable as error:
@@ -170,7 +173,20 @@ class JudgeRun:
             for task in tasks:
                 task.cancel()
 
-    async def _verdict(self, attempt: Attempt) -> Verdict:
+    async def _verdict(self, attempt: Attempt) -> Verdict | None:
+        try:
+            verdict = await self._decide(attempt)
+        except Deferred:
+            self.stats.deferred += 1
+            return None
+        self.stats.done += 1
+        if verdict.status == "unscored":
+            self.stats.unscored += 1
+        if self._on_item_done:
+            self._on_item_done(verdict, self.stats)
+        return verdict
+
+    async def _decide(self, attempt: Attempt) -> Verdict:
         degeneracy = detect_degenerate(attempt)
         if degeneracy is not None:
             verdict = Verdict(attempt=attempt, status="ok", first_wrong_step=degeneracy.step, category=DEGENERATE,
@@ -182,11 +198,6 @@ class JudgeRun:
         else:
             self.stats.no_thinking += self.config.thinking.scope != "solution"
             verdict = await self.judge_solution(attempt)
-        self.stats.done += 1
-        if verdict.status == "unscored":
-            self.stats.unscored += 1
-        if self._on_item_done:
-            self._on_item_done(verdict, self.stats)
         return verdict
 
     def solution_question(self, attempt: Attempt) -> Question:
