@@ -10,6 +10,7 @@ than a ``thinking`` object) becomes the attempt's :class:`~quantmedic.taxonomy.r
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterator
@@ -198,47 +199,69 @@ def _parse(obj: dict, kind: str, path: Path, line: int) -> list[Attempt]:
     return [_text(obj, path, line)]
 
 
-def _content(attempt: Attempt) -> dict:
-    """What makes two attempts under one derived id different: everything but where they were read from."""
+def _content(attempt: Attempt, explicit: bool) -> dict:
+    """What makes two attempts under one id different: under an id the file gives, everything; under a
+    derived id, everything but where they were read from."""
+    if explicit:
+        return attempt.model_dump(exclude={"id"})
     data = attempt.model_dump(exclude={"id", "source"})
     data["problem"] = {k: v for k, v in data["problem"].items() if k not in ("id", "source", "source_id")}
     return data
 
 
-def _check_repeat(attempt: Attempt, explicit: bool, line: int, first: dict[str, tuple[int, Attempt]],
-                  path: Path) -> None:
+def _fingerprint(attempt: Attempt, explicit: bool, line: int) -> bytes:
+    """The attempt's content digest, whether its id is explicit, and its line, in 17 bytes."""
+    text = json.dumps(_content(attempt, explicit), sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.blake2b(text.encode(), digest_size=12).digest() + bytes([explicit]) + line.to_bytes(4, "big")
+
+
+def _check_repeat(attempt: Attempt, explicit: bool, line: int, first: dict[str, bytes], path: Path, fmt: str) -> None:
     """A repeat of an earlier attempt is fine (it is judged once); another attempt under the same id is an error
     naming both lines: under an id the file gives, any difference; under an id derived from the same problem,
-    steps, model and sample, a difference in anything but provenance (e.g. the grade or the human label)."""
-    earlier = first.setdefault(attempt.id, (line, attempt))
-    if earlier[1] is attempt:
+    steps, model and sample, a difference in anything but provenance (e.g. the grade or the human label). Only a
+    fingerprint of each attempt is kept; the earlier one is read again to name what differs."""
+    mark = _fingerprint(attempt, explicit, line)
+    earlier = first.setdefault(attempt.id, mark)
+    if earlier is mark or earlier[:13] == mark[:13]:
         return
-    a, b = ((x.model_dump(exclude={"id"}) for x in (earlier[1], attempt)) if explicit else
-            (_content(x) for x in (earlier[1], attempt)))
-    if a == b:
+    earlier_line = int.from_bytes(earlier[13:], "big")
+    before = _content(_attempt_at(path, fmt, earlier_line, attempt.id), explicit)
+    after = _content(attempt, explicit)
+    if before == after:  # one record gave the id and the other derived it: the same attempt
         return
-    differ = ", ".join(k for k in a if a[k] != b.get(k)) or "content"
-    raise InputError(path, f"attempt {attempt.id!r} is also line {earlier[0]}'s, with a different {differ}; give "
+    differ = ", ".join(k for k in before if before[k] != after.get(k)) or "content"
+    raise InputError(path, f"attempt {attempt.id!r} is also line {earlier_line}'s, with a different {differ}; give "
                            "each attempt its own id (exact repeats are judged once)", line=line, field="id")
 
 
-def load_attempts(path: str | Path, fmt: str = "auto") -> list[Attempt]:
-    """Read every attempt in ``path`` (JSON array or JSONL) in the given or detected format.
+def _attempt_at(path: Path, fmt: str, line: int, attempt_id: str) -> Attempt:
+    """The attempt ``attempt_id`` of record ``line`` in ``path``, read again."""
+    for number, obj in _records(path):
+        if number == line:
+            return next(a for a in _parse(obj, fmt, path, number) if a.id == attempt_id)
+    raise AssertionError(f"{path}:{line} is gone")  # pragma: no cover
 
-    Two different attempts under one id (the same line twice is fine) are an :class:`InputError`."""
+
+def iter_attempts(path: str | Path, fmt: str = "auto") -> Iterator[Attempt]:
+    """Every attempt in ``path`` (JSON array or JSONL), one by one, in the given or detected format; memory
+    stays small (a fingerprint per id). Two different attempts under one id (the same line twice is fine)
+    are an :class:`InputError`, and so is a file with no records."""
     path = Path(path)
     if fmt not in FORMATS:
         raise InputError("--format", f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    attempts: list[Attempt] = []
-    first: dict[str, tuple[int, Attempt]] = {}
+    first: dict[str, bytes] = {}
     for line, obj in _records(path):
         kind = detect_format(obj) if fmt == "auto" else fmt
         if fmt == "auto":
             fmt = kind  # one file, one format: later records are held to the first one's
         explicit = kind == "quantmedic" and bool(obj.get("id"))
         for attempt in _parse(obj, kind, path, line):
-            _check_repeat(attempt, explicit, line, first, path)
-            attempts.append(attempt)
-    if not attempts:
+            _check_repeat(attempt, explicit, line, first, path, fmt)
+            yield attempt
+    if not first:
         raise InputError(path, "no records")
-    return attempts
+
+
+def load_attempts(path: str | Path, fmt: str = "auto") -> list[Attempt]:
+    """Every attempt in ``path``, as a list (see :func:`iter_attempts`)."""
+    return list(iter_attempts(path, fmt))

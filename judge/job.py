@@ -3,7 +3,7 @@ verdicts atomically, and report progress and totals.
 
 A verdict already in the output is never replaced by a worse one: when this run's verdict on an
 item is *unscored* (its requests failed, or were refused) and the file holds an ``ok`` verdict with
-the same id, the ``ok`` one is kept (:func:`merge_verdicts`).
+the same id, the ``ok`` one is kept (:func:`~quantmedic.judge.verdict_file.fold`).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import json
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.table import Table
 from rich.text import Text
 
-from quantmedic.judge.adapters import load_attempts
+from quantmedic.judge.adapters import iter_attempts, load_attempts
 from quantmedic.judge.backend import ChatBackend, Endpoint, response_format_for
 from quantmedic.judge.cache import ResponseCache
 from quantmedic.judge.embedded import embedded_judge
@@ -31,9 +32,9 @@ from quantmedic.judge.retry import RetryPolicy
 from quantmedic.judge.degenerate import detect_degenerate
 from quantmedic.judge.runner import JudgeConfig, JudgeRun, JudgeSpec, RunStats
 from quantmedic.judge.scan import ThinkingPlanner, ThinkingSettings, estimate
+from quantmedic.judge.verdict_file import VerdictLog, check_verdicts_file, done_ids, fold
 from quantmedic.judge.schema import judge_output_schema
 from quantmedic.taxonomy.errors import InputError
-from quantmedic.taxonomy.jsonl import read_records, write_records
 from quantmedic.taxonomy.locks import exclusive_output
 from quantmedic.taxonomy.model import Taxonomy
 from quantmedic.taxonomy.records import Attempt, Verdict
@@ -68,44 +69,31 @@ class JudgeJob:
     embedded_context: int = 4096
 
 
-def select_attempts(attempts: list[Attempt], include_correct: bool, limit: int | None) -> tuple[list[Attempt], dict]:
-    """Failed (or ungraded) attempts unless ``include_correct``, deduplicated by id, first ``limit``."""
+def iter_selected(attempts: Iterable[Attempt], include_correct: bool, limit: int | None, skipped: Counter,
+                  done: frozenset[str] | set[str] = frozenset()) -> Iterator[Attempt]:
+    """Failed (or ungraded) attempts unless ``include_correct``, deduplicated by id, first ``limit``, less
+    those in ``done`` (already judged); why the others were left out is counted in ``skipped``."""
     seen: set[str] = set()
-    chosen: list[Attempt] = []
-    skipped = Counter()
     for attempt in attempts:
         if attempt.id in seen:
             skipped["duplicate"] += 1
         elif attempt.correct is True and not include_correct:
             skipped["correct"] += 1
+        elif limit is not None and len(seen) >= limit:
+            skipped["over --limit"] += 1
         else:
             seen.add(attempt.id)
-            chosen.append(attempt)
-    if limit is not None and len(chosen) > limit:
-        skipped["over --limit"] += len(chosen) - limit
-        chosen = chosen[:limit]
+            if attempt.id in done:
+                skipped["already judged (ok, same settings)"] += 1
+            else:
+                yield attempt
+
+
+def select_attempts(attempts: Iterable[Attempt], include_correct: bool, limit: int | None) -> tuple[list[Attempt], dict]:
+    """:func:`iter_selected` as a list, with the counts of what was left out."""
+    skipped: Counter = Counter()
+    chosen = list(iter_selected(attempts, include_correct, limit, skipped))
     return chosen, dict(skipped)
-
-
-def existing_verdicts(out: Path) -> list[Verdict]:
-    """Verdicts already in ``out`` (kept unless re-judged); refuses to clobber a file of another kind."""
-    if not out.exists():
-        return []
-    try:
-        return read_records(out, Verdict)
-    except InputError as error:
-        raise InputError(out, f"exists and is not a verdicts file ({error}); choose another --out") from None
-
-
-def merge_verdicts(earlier: list[Verdict], judged: list[Verdict]) -> tuple[list[Verdict], list[Verdict], int]:
-    """``(kept, final, held)``: the earlier verdicts this run did not redo; this run's verdicts, each
-    unscored one replaced by an earlier ``ok`` verdict with the same id; and how many were so held."""
-    by_id = {v.id: v for v in earlier}
-    final = [by_id[v.id] if v.status != "ok" and v.id in by_id and by_id[v.id].status == "ok" else v
-             for v in judged]
-    judged_ids = {v.id for v in judged}
-    held = sum(a is not b for a, b in zip(final, judged))
-    return [v for v in earlier if v.id not in judged_ids], final, held
 
 
 class _RateColumn(ProgressColumn):
@@ -120,15 +108,15 @@ def _progress(console: Console, description: str = "judging") -> Progress:
                     TextColumn("unscored {task.fields[unscored]}"), console=console, transient=False)
 
 
-def summary_table(verdicts: list[Verdict], stats: RunStats, job: JudgeJob) -> Table:
+def summary_table(by_category: Counter, stats: RunStats, job: JudgeJob) -> Table:
+    """The closing table: this run's items by category (``unscored`` too), then the run's counters."""
     table = Table(title="Judging summary", show_header=True)
     table.add_column("")
     table.add_column("count", justify="right")
-    by_category = Counter(v.category if v.status == "ok" else "unscored" for v in verdicts)
     for category, count in sorted(by_category.items(), key=lambda kv: (-kv[1], str(kv[0]))):
         table.add_row(str(category), str(count))
     table.add_section()
-    table.add_row("verdicts", str(len(verdicts)))
+    table.add_row("verdicts", str(sum(by_category.values())))
     table.add_row("requests sent / from cache", f"{stats.requests_sent} / {stats.cache_hits}")
     table.add_row("transport retries / invalid answers", f"{stats.transport_retries} / {stats.invalid_answers}")
     table.add_row("tokens in / out (sent)", f"{stats.usage_sent.prompt_tokens} / {stats.usage_sent.completion_tokens}")
@@ -214,14 +202,30 @@ def open_endpoints(job: JudgeJob, stack: ExitStack, console: Console) -> tuple[E
     return (dataclasses.replace(endpoint, prompt=job.embedded_prompt),)
 
 
+def _backends(job: JudgeJob, endpoints: tuple[Endpoint, ...]) -> dict[str, ChatBackend]:
+    return {e.cache_identity: ChatBackend(e, timeout=job.timeout, policy=job.policy, transport=job.transport)
+            for e in endpoints}
+
+
 async def judge_with_progress(job: JudgeJob, attempts: list[Attempt], endpoints: tuple[Endpoint, ...],
                               cache: ResponseCache, console: Console,
                               description: str = "judging") -> tuple[list[Verdict], RunStats]:
     """Run the judges of ``endpoints`` over ``attempts`` with a progress bar."""
-    backends = {e.cache_identity: ChatBackend(e, timeout=job.timeout, policy=job.policy, transport=job.transport)
-                for e in endpoints}
+    verdicts: list[Verdict] = []
+    stats = await judge_streaming(job, attempts, len(attempts), endpoints, cache, console, verdicts.append,
+                                  description)
+    return verdicts, stats
+
+
+async def judge_streaming(job: JudgeJob, attempts: Iterable[Attempt], total: int | None,
+                          endpoints: tuple[Endpoint, ...], cache: ResponseCache, console: Console,
+                          sink: Callable[[Verdict], None], description: str = "judging",
+                          backends: dict | None = None) -> RunStats:
+    """Run the judges of ``endpoints`` over ``attempts`` (``total`` of them, if known) with a progress bar,
+    handing each verdict to ``sink`` as it comes, in order; at most a few windows of items are in memory."""
+    backends = backends if backends is not None else _backends(job, endpoints)
     with _progress(console, description) as progress:
-        task = progress.add_task(description, total=len(attempts), retries=0, unscored=0)
+        task = progress.add_task(description, total=total, retries=0, unscored=0)
 
         def advance(_verdict: Verdict, stats: RunStats) -> None:
             progress.update(task, completed=stats.done, retries=stats.transport_retries + stats.invalid_answers,
@@ -229,46 +233,71 @@ async def judge_with_progress(job: JudgeJob, attempts: list[Attempt], endpoints:
 
         run = JudgeRun(judge_config(job, endpoints), cache, backends, concurrency=job.concurrency,
                        on_item_done=advance, retry_unscored=job.retry_unscored)
-        if job.thinking.scope != "solution":
+        run.stats.items = total or 0
+        if job.thinking.scope != "solution" and isinstance(attempts, list):
             degenerate = {a.id for a in attempts if detect_degenerate(a) is not None}
             console.print(estimate(run, attempts, degenerate).line(job.price_input, job.price_output),
                           highlight=False, soft_wrap=True)
         try:
-            verdicts = await run.run(attempts)
+            async for verdict in run.stream(attempts, window=max(256, 8 * job.concurrency)):
+                sink(verdict)
         except BaseException:
             progress.live.transient = True  # an aborted run's error is its last word, not a stale bar
             raise
         finally:
             for backend in backends.values():
                 await backend.close()
-    return verdicts, run.stats
+    return run.stats
 
 
-def run_judge_job(job: JudgeJob, console: Console) -> tuple[list[Verdict], RunStats]:
-    """Judge, merge with verdicts already in ``job.out``, write atomically; return what was judged."""
+def run_judge_job(job: JudgeJob, console: Console) -> RunStats:
+    """Judge, stream the verdicts to disk, fold them into ``job.out`` with the verdicts already there."""
     assert job.out is not None
     with exclusive_output(job.out, "verdicts file"):  # a second judge on the same --out stops at once
         return _judge_into(job, job.out, console)
 
 
-def _judge_into(job: JudgeJob, out: Path, console: Console) -> tuple[list[Verdict], RunStats]:
-    attempts, skipped = select_attempts(load_attempts(job.input, job.input_format), job.include_correct, job.limit)
-    earlier = existing_verdicts(out)
-    if skipped:
-        console.print("skipped: " + ", ".join(f"{n} {why}" for why, n in skipped.items()))
-    if not attempts:
-        console.print("[yellow]nothing to judge[/yellow] (every attempt is correct; use --include-correct)")
+MATERIALISE_BELOW = 64 * 2**20
+"""An input smaller than this (bytes) is read whole first, for an exact progress total; a larger one streams."""
+
+
+def _judge_into(job: JudgeJob, out: Path, console: Console) -> RunStats:
+    check_verdicts_file(out)
+    if (recovered := fold(out)).new:
+        console.print(f"folded {recovered.new} verdicts that an interrupted run had written into {out}")
+    skipped: Counter = Counter()
     with ExitStack() as stack:
         endpoints = open_endpoints(job, stack, console)
         cache = stack.enter_context(ResponseCache(job.cache))
-        verdicts, stats = asyncio.run(judge_with_progress(job, attempts, endpoints, cache, console))
-    kept, verdicts, held = merge_verdicts(earlier, verdicts)
-    write_records(out, [*kept, *verdicts])
-    if kept:
-        console.print(f"kept {len(kept)} earlier verdicts from {out}")
-    if held:
-        console.print(f"kept {held} earlier ok verdicts from {out} that this run could not score "
+        done = done_ids(out, judge_config(job, endpoints).fingerprint())
+        attempts: Iterable[Attempt] = iter_selected(iter_attempts(job.input, job.input_format), job.include_correct,
+                                                    job.limit, skipped, done)
+        total = None
+        if job.input.stat().st_size < MATERIALISE_BELOW:
+            attempts = list(attempts)
+            total = len(attempts)
+            _say_skipped(console, skipped, total)
+        log = VerdictLog(out)
+        try:
+            stats = asyncio.run(judge_streaming(job, attempts, total, endpoints, cache, console, log.write))
+        finally:
+            log.close()
+    if total is None:
+        _say_skipped(console, skipped, stats.done)
+    folded = fold(out)
+    if folded.kept:
+        console.print(f"kept {folded.kept} earlier verdicts from {out}")
+    if folded.held:
+        console.print(f"kept {folded.held} earlier ok verdicts from {out} that this run could not score "
                       "(it got no valid answer for them)", highlight=False, soft_wrap=True)
-    console.print(summary_table(verdicts, stats, job))
-    console.print(f"wrote {len(kept) + len(verdicts)} verdicts to {out}")
-    return verdicts, stats
+    console.print(summary_table(folded.categories, stats, job))
+    console.print(f"wrote {folded.kept + folded.new + folded.held} verdicts to {out}" if folded.new or folded.held
+                  else f"{out} is up to date: nothing new to write")
+    return stats
+
+
+def _say_skipped(console: Console, skipped: Counter, chosen: int) -> None:
+    if skipped:
+        console.print("skipped: " + ", ".join(f"{n} {why}" for why, n in skipped.items()))
+    if not chosen and not skipped.get("already judged (ok, same settings)"):
+        console.print("[yellow]nothing to judge[/yellow] (every attempt is correct; use --include-correct)")

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -162,15 +163,28 @@ class JudgeRun:
         """Verdicts in the order of ``attempts`` (which must have distinct ids); an item whose request
         a batch executor took (:class:`~.backend.Deferred`) has none in this pass."""
         self.stats.items = len(attempts)
-        tasks = [asyncio.ensure_future(self._verdict(a)) for a in attempts]
+        return [v async for v in self.stream(attempts, window=max(1, len(attempts)))]
+
+    async def stream(self, attempts: Iterable[Attempt], *, window: int = 1024) -> AsyncIterator[Verdict]:
+        """Verdicts in the order of ``attempts`` (distinct ids), as they come: at most ``window`` items
+        are in hand at once, so memory stays bounded however many attempts there are."""
+        pending: deque[asyncio.Future] = deque()
+        source = iter(attempts)
         try:
-            return [v for v in await asyncio.gather(*tasks) if v is not None]
+            while True:
+                for attempt in itertools.islice(source, window - len(pending)):
+                    pending.append(asyncio.ensure_future(self._verdict(attempt)))
+                if not pending:
+                    return
+                verdict = await pending.popleft()
+                if verdict is not None:
+                    yield verdict
         except RequestRejected as error:
             raise JudgeRunAborted(str(error)) from None
         except EndpointUnreachable as error:
             raise JudgeRunAborted(str(error), unreachable=True) from None
         finally:
-            for task in tasks:
+            for task in pending:
                 task.cancel()
 
     async def _verdict(self, attempt: Attempt) -> Verdict | None:

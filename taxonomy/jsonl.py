@@ -96,9 +96,18 @@ def repair_tail(path: str | Path) -> None:
     if not path.is_file() or path.stat().st_size == 0:
         return
     with path.open("rb+") as handle:
-        data = handle.read()
-        if not data.endswith(b"\n"):
-            handle.truncate(data.rfind(b"\n") + 1)
+        end = handle.seek(0, os.SEEK_END)
+        position = end
+        while position > 0:  # back from the end, a block at a time, to the last newline
+            start = max(0, position - 65536)
+            handle.seek(start)
+            block = handle.read(position - start)
+            if (cut := block.rfind(b"\n")) >= 0:
+                if start + cut + 1 < end:
+                    handle.truncate(start + cut + 1)
+                return
+            position = start
+        handle.truncate(0)
 
 
 def umask() -> int:

@@ -25,14 +25,14 @@ from pydantic import ValidationError
 from quantmedic.judge.adapters import load_attempts
 from quantmedic.judge.backend import ChatBackend, Endpoint
 from quantmedic.judge.cache import Completion, ResponseCache, redact, request_key, schema_digest
-from quantmedic.judge.job import merge_verdicts
+from quantmedic.judge.verdict_file import VerdictLog, fold
 from quantmedic.judge.prompt import ESCAPE_NOTE, build_messages, looks_like_marker, system_message, user_message
 from quantmedic.judge.retry import RetryPolicy
 from quantmedic.judge.runner import RETRY_SEED_STRIDE, JudgeConfig, JudgeRun, JudgeRunAborted, JudgeSpec
 from quantmedic.judge.schema import judge_output_schema
 from quantmedic.judge.settings import JudgeSettings, is_local_url
 from quantmedic.judge.validate import Invalid, ParsedAnswer, make_validator, validate_answer
-from quantmedic.taxonomy.jsonl import read_records
+from quantmedic.taxonomy.jsonl import read_records, write_records
 from quantmedic.taxonomy.local_server import reserve_port
 from quantmedic.taxonomy.model import default_taxonomy
 from quantmedic.taxonomy.records import Attempt, Problem, Verdict
@@ -200,20 +200,29 @@ def test_a_failing_rerun_keeps_the_ok_verdicts_already_written(faults, tmp_path,
     faults.script([status] * 3)
     result = cli(*base, "--limit", "3", "--cache", tmp_path / "b.sqlite")
     assert result.returncode == 0, result.stderr
-    assert len(faults.requests()) == 3  # every item was really re-asked, and failed
+    assert len(faults.requests()) == 1  # the two judged ok under these settings are not asked again
     again = read_records(out, Verdict)
     assert again[:2] == first and [v.status for v in again] == ["ok", "ok", "unscored"]
-    assert f"HTTP {status}" in again[2].reason and "kept 2 earlier ok verdicts" in result.stderr
+    assert f"HTTP {status}" in again[2].reason and "2 already judged (ok, same settings)" in result.stderr
 
 
-def test_merge_keeps_ok_over_unscored_and_takes_every_other_new_verdict(faults, cache):
+def test_fold_keeps_ok_over_unscored_and_takes_every_other_new_verdict(faults, cache, tmp_path):
     (old_ok, old_bad), _ = run_judge(faults.base_url, attempts(2), cache)
     old_bad = old_bad.model_copy(update={"status": "unscored", "reason": "x", "category": None})
     new_bad = old_ok.model_copy(update={"status": "unscored", "reason": "transport: HTTP 500"})
     new_ok = old_bad.model_copy(update={"status": "ok", "category": "execution", "reason": None})
     other = old_ok.model_copy(update={"id": "v-other"})
-    kept, final, held = merge_verdicts([other, old_ok, old_bad], [new_bad, new_ok])
-    assert kept == [other] and final == [old_ok, new_ok] and held == 1
+    out = tmp_path / "v.jsonl"
+    write_records(out, [other, old_ok, old_bad])
+    log = VerdictLog(out)
+    for verdict in (new_bad, new_ok):
+        log.write(verdict)
+    log.close()
+    with open(log.path, "a") as handle:
+        handle.write('{"id": "half-writ')  # a run killed mid-line: the torn line is cut, nothing else is lost
+    folded = fold(out)
+    assert read_records(out, Verdict) == [other, old_ok, new_ok] and not log.path.exists()
+    assert (folded.kept, folded.new, folded.held) == (1, 1, 1) and sum(folded.categories.values()) == 2
 
 
 # --- item 12: answers that pass JSON Schema but no record can hold --------------------------------------
