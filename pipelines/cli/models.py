@@ -16,7 +16,7 @@ import typer
 from quantmedic.pipelines.evaluation.benchmarks import BenchmarkSettings
 from quantmedic.pipelines.evaluation.grading import grade_file
 from quantmedic.pipelines.models.generation import generate
-from quantmedic.pipelines.models.generation_config import GenerationSettings
+from quantmedic.pipelines.models.generation_config import PARALLEL, GenerationSettings
 from quantmedic.pipelines.models.loading import check_model
 from quantmedic.pipelines.models.quantize import quantize
 from quantmedic.pipelines.models.quantize_config import QuantizeSettings
@@ -70,6 +70,14 @@ def given(ctx: typer.Context, parameters: dict[str, str], **values: object) -> d
     return {k: v for k, v in values.items() if source(k) != "DEFAULT"}
 
 
+BaseUrls = Annotated[Optional[list[str]], described(GenerationSettings, "base_url", "--base-url",
+                                                    envvar="QUANTMEDIC_GENERATE_BASE_URL")]
+TP = Annotated[int, described(GenerationSettings, "tensor_parallel_size")]
+PP = Annotated[int, described(GenerationSettings, "pipeline_parallel_size")]
+DP = Annotated[int, described(GenerationSettings, "data_parallel_size")]
+Executor = Annotated[Optional[str], described(GenerationSettings, "distributed_executor_backend")]
+
+
 @commands.command("generate")
 def generate_command(
     ctx: typer.Context,
@@ -90,13 +98,14 @@ def generate_command(
     limit: Annotated[Optional[int], described(BenchmarkSettings, "limit")] = None,
     split: Annotated[Optional[str], described(BenchmarkSettings, "split")] = None,
     kv_cache_dtype: Annotated[Optional[str], described(GenerationSettings, "kv_cache_dtype")] = None,
-    base_url: Annotated[Optional[str], described(GenerationSettings, "base_url",
-                                                 envvar="QUANTMEDIC_GENERATE_BASE_URL")] = None,
+    base_url: BaseUrls = None,
     model_name: Annotated[Optional[str], described(GenerationSettings, "served_model", "--model-name")] = None,
     api_key_env: Annotated[str, described(GenerationSettings, "api_key_env")] = G.api_key_env,
     batch_size: Annotated[int, described(GenerationSettings, "batch_size")] = G.batch_size,
     concurrency: Annotated[int, described(GenerationSettings, "concurrency")] = G.concurrency,
     simulate: Annotated[bool, described(GenerationSettings, "simulate")] = G.simulate,
+    tensor_parallel_size: TP = G.tensor_parallel_size, pipeline_parallel_size: PP = G.pipeline_parallel_size,
+    data_parallel_size: DP = G.data_parallel_size, distributed_executor_backend: Executor = None,
     grade: Annotated[bool, typer.Option(help="Grade the attempts with math-verify once generation is done "
                                              "(as `quantmedic grade` does).")] = True,
     adapter: Annotated[Optional[Path], typer.Option(help="A LoRA adapter folder (`quantmedic train dpo`) to apply; "
@@ -105,13 +114,13 @@ def generate_command(
 ) -> None:
     """Generate step-by-step solutions ("Step 1: ...", a final \\boxed{}) with a full-precision or quantized model.
 
-    A reasoning model: [bold]--preset reasoning[/bold] (the reference study's protocol: temperature 0.6, top-p 0.95, 32768 tokens, 3 samples seeded 42, 43, 44, the model's own chat template with no step format); options given explicitly override the preset's values. Each attempt keeps its thinking apart from its solution. A reasoning model served by vLLM: [italic]vllm serve MODEL --reasoning-parser deepseek_r1[/italic], then --base-url (its reasoning_content is the thinking).
+    A reasoning model: [bold]--preset reasoning[/bold] (the reference study's protocol: temperature 0.6, top-p 0.95, 32768 tokens, 3 samples seeded 42, 43, 44, the model's own chat template with no step format); options given explicitly override the preset's values. Each attempt keeps its thinking apart from its solution. A reasoning model served by vLLM: [italic]vllm serve MODEL --reasoning-parser deepseek_r1[/italic], then --base-url (its reasoning_content is the thinking); repeat --base-url for several servers of the model. Many GPUs (vLLM): [bold]--tensor-parallel-size[/bold] splits each layer over a node's GPUs, [bold]--pipeline-parallel-size[/bold] the layers into stages, [bold]--data-parallel-size[/bold] runs replicas that share the requests; over several nodes, start a Ray cluster and give [bold]--distributed-executor-backend ray[/bold]. The sizes are recorded in every attempt.
     """
     settings = build_settings(GenerationSettings, {"served_model": "--model-name"}, **given(
         ctx, {"served_model": "model_name"}, backend=backend, preset=preset, prompt=prompt, sample_seeds=sample_seeds, n=n, temperature=temperature,
         top_p=top_p, max_tokens=max_tokens, seed=seed, kv_cache_dtype=kv_cache_dtype, base_url=base_url,
         served_model=model_name, api_key_env=api_key_env, batch_size=batch_size, concurrency=concurrency,
-        simulate=simulate))
+        simulate=simulate, **{k: ctx.params[k] for k in PARALLEL}))
     check_output_file(out, inputs=[benchmark], what="attempts")  # the output, the model and the problems first
     if settings.backend != "openai" or Path(model).exists():
         check_model(model)
@@ -120,7 +129,7 @@ def generate_command(
                                   "dpo`", field="--adapter")
     problems = build_settings(BenchmarkSettings, {"name": "--benchmark"}, name=benchmark, split=split,
                               limit=limit).load()
-    with usage_errors(), no_new_empty_file(out), hub_errors(model), endpoint_errors(base_url):
+    with usage_errors(), no_new_empty_file(out), hub_errors(model), endpoint_errors(", ".join(settings.endpoints)):
         summary = generate(model, problems, out_path=out, settings=settings, api_key=os.environ.get(api_key_env),
                            adapter=adapter, console=stderr)
     stderr.print(f"wrote {summary.written} attempts to {out} ({summary.skipped} of {summary.problems} problems were "

@@ -1,7 +1,8 @@
 """The generation backends: each turns sample requests into model outputs, yielded as they finish.
 
 ``TransformersEngine`` (batched ``model.generate``, CPU or GPU), ``VLLMEngine`` (vLLM's offline
-engine) and ``OpenAIEngine`` (chat completions from any OpenAI-compatible server). A new backend
+engine; ``VLLMDataParallelEngine``, vLLM's AsyncLLM, for data parallelism) and ``OpenAIEngine`` (chat
+completions from one or several OpenAI-compatible servers). A new backend
 is one more class with ``backend``, ``seeding``, ``tokenizer`` and ``run``, chosen in ``generation.generate``.
 
 Each asks in its ``prompt`` style (``steps`` or ``reasoning``: see :class:`GenerationSampling`) through the
@@ -21,7 +22,7 @@ from typing import Any, Protocol
 from quantmedic.judge.step_format import ModelOutput, reasoning_messages, render_prompt, step_messages
 from quantmedic.taxonomy.records import Problem
 
-from .generation_config import SamplingSettings
+from .generation_config import PARALLEL, SamplingSettings
 
 
 def sample_seed(seed: int, problem_id: str, index: int) -> int:
@@ -131,7 +132,10 @@ class TransformersEngine:
 
 @dataclass
 class VLLMEngine:
-    """vLLM's offline engine; requests go in chunks of ``chunk_size`` so finished work is written as it comes."""
+    """vLLM's offline engine; requests go in chunks of ``chunk_size`` so finished work is written as it comes.
+
+    ``engine_options`` are vLLM engine arguments (``vllm_options``: the KV-cache dtype, tensor and pipeline
+    parallel sizes, the executor backend); the parallel ones given are the attempts' ``parallel`` record."""
 
     model_dir: str
     kv_cache_dtype: str | None = None
@@ -145,9 +149,20 @@ class VLLMEngine:
     def __post_init__(self) -> None:
         from vllm import LLM
 
-        options = {"kv_cache_dtype": self.kv_cache_dtype or "auto", **self.engine_options}
-        self.llm = LLM(model=self.model_dir, **options)
+        self.llm = LLM(model=self.model_dir, **self.options())
         self.tokenizer = self.llm.get_tokenizer()
+
+    def options(self) -> dict[str, Any]:
+        return {"kv_cache_dtype": self.kv_cache_dtype or "auto", **self.engine_options}
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        """What the attempts record of how the engine ran: its parallelism, when not vLLM's default."""
+        parallel = {k: v for k, v in self.engine_options.items() if k in PARALLEL}
+        return {"parallel": parallel} if parallel else {}
+
+    def _generate(self, prompts: list[str], params: list[Any]) -> list[Any]:
+        return self.llm.generate(prompts, params, use_tqdm=False)
 
     def run(self, requests: Sequence[Request], settings: SamplingSettings) -> Iterator[tuple[Request, ModelOutput]]:
         from vllm import SamplingParams
@@ -157,10 +172,51 @@ class VLLMEngine:
             prompts = [render(self.tokenizer, r.problem, self.system, self.prompt) for r in chunk]
             params = [SamplingParams(n=1, temperature=settings.temperature, top_p=settings.top_p,
                                      max_tokens=settings.max_tokens, seed=r.seed) for r in chunk]
-            for request, output, prompt in zip(chunk, self.llm.generate(prompts, params, use_tqdm=False), prompts):
+            for request, output, prompt in zip(chunk, self._generate(prompts, params), prompts):
                 choice = output.outputs[0]
                 yield request, ModelOutput(text=choice.text, finish_reason=choice.finish_reason,
                                           completion_tokens=len(choice.token_ids), prompt=prompt)
+
+
+@dataclass
+class VLLMDataParallelEngine(VLLMEngine):
+    """``data_parallel_size > 1``: vLLM's ``AsyncLLM``, which starts one engine per replica and balances the
+    requests between them itself (as ``vllm serve --data-parallel-size`` does); vLLM's offline ``LLM`` class
+    refuses data parallelism in one process. Each chunk's requests are all in flight at once."""
+
+    def __post_init__(self) -> None:
+        import asyncio
+        import inspect
+
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        self.loop = asyncio.new_event_loop()
+        args = AsyncEngineArgs(model=self.model_dir, **self.options())
+
+        async def start() -> Any:
+            return AsyncLLM.from_engine_args(args)
+
+        self.llm = self.loop.run_until_complete(start())
+        tokenizer = self.llm.get_tokenizer()
+        self.tokenizer = self.loop.run_until_complete(tokenizer) if inspect.isawaitable(tokenizer) else tokenizer
+        self.requests = 0
+
+    def _generate(self, prompts: list[str], params: list[Any]) -> list[Any]:
+        import asyncio
+
+        async def one(prompt: str, sampling: Any, request_id: str) -> Any:
+            final = None
+            async for output in self.llm.generate(prompt, sampling, request_id=request_id):
+                final = output
+            return final
+
+        async def together(first: int) -> list[Any]:
+            return await asyncio.gather(*(one(p, s, f"quantmedic-{first + i}") for i, (p, s) in
+                                          enumerate(zip(prompts, params))))
+
+        first, self.requests = self.requests, self.requests + len(prompts)
+        return self.loop.run_until_complete(together(first))
 
 
 def message_reasoning(message: Any) -> str | None:
@@ -173,12 +229,38 @@ def message_reasoning(message: Any) -> str | None:
     return None
 
 
+class LeastInFlight:
+    """Clients of several servers of one model: each request goes to the one with the fewest in flight
+    (the first of them on a tie, taken in turn), so a faster server takes more."""
+
+    def __init__(self, clients: Sequence[Any]):
+        import threading
+
+        self.clients, self.in_flight, self.served = list(clients), [0] * len(clients), [0] * len(clients)
+        self.lock, self.turn = threading.Lock(), 0
+
+    def take(self) -> int:
+        with self.lock:
+            fewest = min(self.in_flight)
+            order = [(self.turn + k) % len(self.clients) for k in range(len(self.clients))]
+            index = next(i for i in order if self.in_flight[i] == fewest)
+            self.turn = index + 1
+            self.in_flight[index] += 1
+            self.served[index] += 1
+            return index
+
+    def give_back(self, index: int) -> None:
+        with self.lock:
+            self.in_flight[index] -= 1
+
+
 @dataclass
 class OpenAIEngine:
-    """Chat completions through the openai SDK, ``concurrency`` requests at a time; a message's
-    ``reasoning_content`` (vLLM's reasoning parsers, llama.cpp) or ``reasoning`` (newer vLLM) is the thinking."""
+    """Chat completions through the openai SDK, ``concurrency`` requests at a time per server; a message's
+    ``reasoning_content`` (vLLM's reasoning parsers, llama.cpp) or ``reasoning`` (newer vLLM) is the thinking.
+    Several ``base_url`` of one model share the requests (:class:`LeastInFlight`); the attempts record them all."""
 
-    base_url: str
+    base_url: str | Sequence[str]
     model_name: str
     api_key: str | None = None
     concurrency: int = 4
@@ -190,6 +272,14 @@ class OpenAIEngine:
     seeding: str = "per-sample"
     tokenizer: Any = None
 
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        return (self.base_url,) if isinstance(self.base_url, str) else tuple(self.base_url)
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        return {"endpoints": list(self.endpoints)}
+
     def _complete(self, client: Any, request: Request, settings: SamplingSettings) -> ModelOutput:
         response = client.chat.completions.create(
             model=self.model_name, messages=chat_messages(request.problem, self.system, self.prompt), n=1,
@@ -200,18 +290,26 @@ class OpenAIEngine:
                           completion_tokens=getattr(usage, "completion_tokens", None),
                           reasoning=message_reasoning(choice.message))
 
+    def _complete_on_any(self, servers: LeastInFlight, request: Request, settings: SamplingSettings) -> ModelOutput:
+        index = servers.take()
+        try:
+            return self._complete(servers.clients[index], request, settings)
+        finally:
+            servers.give_back(index)
+
     def run(self, requests: Sequence[Request], settings: SamplingSettings) -> Iterator[tuple[Request, ModelOutput]]:
         from concurrent.futures import ThreadPoolExecutor, as_completed
 
         from openai import OpenAI
 
-        client = OpenAI(base_url=self.base_url, api_key=self.api_key or "none", timeout=self.timeout,
-                        max_retries=self.max_retries)
-        pool = ThreadPoolExecutor(max_workers=self.concurrency)
+        servers = LeastInFlight([OpenAI(base_url=url, api_key=self.api_key or "none", timeout=self.timeout,
+                                        max_retries=self.max_retries) for url in self.endpoints])
+        pool = ThreadPoolExecutor(max_workers=self.concurrency * len(servers.clients))
         try:
-            futures = {pool.submit(self._complete, client, r, settings): r for r in requests}
+            futures = {pool.submit(self._complete_on_any, servers, r, settings): r for r in requests}
             for future in as_completed(futures):
                 yield futures[future], future.result()
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
-            client.close()
+            for client in servers.clients:
+                client.close()

