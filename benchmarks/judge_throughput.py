@@ -1,7 +1,12 @@
 """Judging throughput against one OpenAI-compatible server with a fixed latency and a fixed number
 of request slots: quantmedic's ``JudgeRun`` (schema validation and SQLite persistence on, a fresh
-cache so nothing is a cache hit) beside a bare ``AsyncOpenAI`` loop (default httpx transport) and
-a bare aiohttp loop, all measured in the same run against the same server.
+cache so nothing is a cache hit) with its default transport, beside a bare aiohttp loop sending the
+same requests, all measured in the same run against the same server; on request also quantmedic with
+``--transport sdk``, a bare ``AsyncOpenAI`` loop (httpx) and the SDK's ``client.post`` alone.
+
+The last line compares the two that matter, side by side: the bare aiohttp loop's items/s, the
+default transport's, their ratio (the median of the ratios of interleaved runs) and the default
+transport's client CPU per item.
 
 The server (``tests/support/fault_server.py``) runs in a separate process, so the client CPU time
 (``time.process_time()`` of this process) is the client's alone. The ceiling is
@@ -10,7 +15,7 @@ The server (``tests/support/fault_server.py``) runs in a separate process, so th
 Run (from the repository root, with quantmedic importable)::
 
     python benchmarks/judge_throughput.py [--items 2000] [--concurrency 64] [--latency 0.2] \\
-        [--slots 64] [--repeat 1] [--json results.json]
+        [--slots 64] [--repeat 3] [--variants aiohttp,quantmedic,quantmedic_sdk] [--json results.json]
 
 This is a benchmark, not a test: nothing here asserts a speed.
 """
@@ -93,8 +98,8 @@ def request_fields(attempts):
             for a in attempts]
 
 
-async def run_quantmedic(base_url: str, attempts, concurrency: int, transport: str = "sdk") -> dict:
-    from quantmedic.judge.backend import ChatBackend, Endpoint
+async def run_quantmedic(base_url: str, attempts, concurrency: int, transport: str | None = None) -> dict:
+    from quantmedic.judge.backend import DEFAULT_TRANSPORT, ChatBackend, Endpoint
     from quantmedic.judge.cache import ResponseCache
     from quantmedic.judge.runner import JudgeConfig, JudgeRun, JudgeSpec
     from quantmedic.taxonomy import default_taxonomy
@@ -102,7 +107,7 @@ async def run_quantmedic(base_url: str, attempts, concurrency: int, transport: s
     endpoint = Endpoint(base_url, MODEL)
     with tempfile.TemporaryDirectory() as tmp:
         cache = ResponseCache(Path(tmp) / "cache.sqlite")
-        backend = ChatBackend(endpoint, transport=transport)
+        backend = ChatBackend(endpoint, transport=transport or DEFAULT_TRANSPORT)
         run = JudgeRun(JudgeConfig((JudgeSpec(endpoint),), default_taxonomy()), cache,
                        {endpoint.cache_identity: backend}, concurrency=concurrency)
         try:
@@ -175,8 +180,9 @@ async def run_aiohttp(base_url: str, requests: list[dict], concurrency: int) -> 
     return {"ok": sum(results)}
 
 
-VARIANTS = ("quantmedic", "quantmedic_aiohttp", "openai_httpx", "aiohttp")
-EXTRA_VARIANTS = ("openai_post",)  # measured only when named in --variants
+VARIANTS = ("aiohttp", "quantmedic", "quantmedic_sdk")
+"""The bare aiohttp loop, quantmedic with its default transport, quantmedic with ``--transport sdk``."""
+EXTRA_VARIANTS = ("quantmedic_aiohttp", "openai_httpx", "openai_post")  # measured only when named in --variants
 
 
 def measure(variant: str, base_url: str, attempts, requests, concurrency: int) -> dict:
@@ -184,8 +190,8 @@ def measure(variant: str, base_url: str, attempts, requests, concurrency: int) -
     wall0, cpu0 = time.perf_counter(), time.process_time()
     if variant == "quantmedic":
         extra = asyncio.run(run_quantmedic(base_url, attempts, concurrency))
-    elif variant == "quantmedic_aiohttp":
-        extra = asyncio.run(run_quantmedic(base_url, attempts, concurrency, transport="aiohttp"))
+    elif variant.startswith("quantmedic_"):
+        extra = asyncio.run(run_quantmedic(base_url, attempts, concurrency, transport=variant.split("_", 1)[1]))
     elif variant == "openai_httpx":
         extra = asyncio.run(run_openai(base_url, requests, concurrency))
     elif variant == "openai_post":
@@ -197,13 +203,28 @@ def measure(variant: str, base_url: str, attempts, requests, concurrency: int) -
             "cpu_ms_per_item": 1000 * cpu / len(attempts), **extra}
 
 
+def default_vs_bare(runs: dict[str, list[dict]]) -> dict | None:
+    """quantmedic's default transport beside the bare aiohttp loop: medians of their items/s, the median
+    of the per-repeat ratios (each pair measured back to back) and the default's CPU per item."""
+    from quantmedic.judge.backend import DEFAULT_TRANSPORT
+
+    if not runs.get("quantmedic") or not runs.get("aiohttp"):
+        return None
+    ours, bare = runs["quantmedic"], runs["aiohttp"]
+    return {"transport": DEFAULT_TRANSPORT,
+            "bare_items_per_s": statistics.median(r["items_per_s"] for r in bare),
+            "default_items_per_s": statistics.median(r["items_per_s"] for r in ours),
+            "ratio": statistics.median(q["items_per_s"] / b["items_per_s"] for q, b in zip(ours, bare)),
+            "cpu_ms_per_item": statistics.median(r["cpu_ms_per_item"] for r in ours)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--latency", type=float, default=0.2, help="server-side seconds per request")
     parser.add_argument("--slots", type=int, default=64, help="requests the server serves at once")
-    parser.add_argument("--repeat", type=int, default=1, help="runs per variant; the median is reported")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per variant; the median is reported")
     parser.add_argument("--warmup", type=int, default=128, help="items per variant run once before timing")
     parser.add_argument("--variants", default=",".join(VARIANTS),
                         help=f"comma-separated, from {VARIANTS + EXTRA_VARIANTS}")
@@ -238,7 +259,7 @@ def main() -> None:
         results[variant] = {"items_per_s": rate, "ceiling_share": rate / ceiling, "cpu_ms_per_item": cpu,
                             "runs": measured}
     report = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "default_vs_bare": default_vs_bare(runs), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
                     "load_average_before": load_before, "load_average_after": os.getloadavg()},
         "items": args.items, "concurrency": args.concurrency, "latency_s": args.latency, "slots": args.slots,
@@ -250,6 +271,10 @@ def main() -> None:
     for variant, r in results.items():
         print(f"{variant:<20}{r['items_per_s']:>9.1f}{r['ceiling_share']:>8.1%}{r['cpu_ms_per_item']:>13.2f}"
               f"{r['runs'][-1]['ok']:>7}")
+    if (side := report["default_vs_bare"]) is not None:
+        print(f"bare aiohttp {side['bare_items_per_s']:.1f} items/s | default transport ({side['transport']}) "
+              f"{side['default_items_per_s']:.1f} items/s | ratio {side['ratio']:.1%} | client CPU "
+              f"{side['cpu_ms_per_item']:.2f} ms/item (target: ratio >= 95%, CPU <= 1 ms/item)")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
 

@@ -1,21 +1,26 @@
-"""The judge backend: any OpenAI-compatible chat endpoint, through the ``openai`` SDK.
+"""The judge backend: any OpenAI-compatible chat endpoint, over aiohttp or the ``openai`` SDK.
 
 Structured output is requested as ``response_format={"type": "json_schema", ...}``; a server that
 rejects that (llama.cpp's answers HTTP 500 "Input should be 'text' or 'json_object'") is switched,
 once and for the rest of the run, to ``{"type": "json_object", "schema": ...}``. Transport
 failures (429, 5xx, timeouts, dropped connections) are retried with backoff; other 4xx are not.
 
-Two transports carry the requests. ``sdk`` (the default) is the ``openai`` SDK over its aiohttp
-client, through its generic ``client.post`` (same auth, headers, timeout and error classes as
-``chat.completions.create``, without ``create``'s request transform and response models, which cost
-milliseconds of client CPU per request). ``aiohttp`` posts the same JSON with aiohttp directly; it
-costs about a quarter of the SDK's client CPU per request, for bulk judging against a server of
-your own (see ``benchmarks/README.md``). Both feed one retry loop, so their behaviour is the same.
+Two transports carry the requests, into one retry loop. ``aiohttp`` (the default) posts the JSON
+with aiohttp directly, reading the environment's proxy settings (``HTTPS_PROXY``, ``NO_PROXY``, ...)
+once; ``sdk`` goes through the ``openai`` SDK's generic ``client.post`` over its aiohttp client (same
+auth, headers and error classes as ``create``, without its request transform and response models),
+at about twice the client CPU per request (see ``benchmarks/README.md``), for set-ups only it handles.
+
+With replicas (several URLs serving one model), each request goes to the replica with the fewest in
+flight (ties in turn), one transport each; a replica whose connection is refused or dropped is left
+out for a while (0.5 s, doubling up to 30 s) and the request goes at once to another, without using
+up a retry; 429, 5xx and timeouts are retried after the usual wait, on another replica if there is one.
 
 A server that cannot be reached at all (connection refused, unknown host, no route, TLS failure,
 not an http(s) URL) before it has answered once is a wrong ``--base-url``, not a transient fault:
-:class:`EndpointUnreachable` is raised at once, with no retries. Once the server has answered, a
-refused connection is retried like any other dropped connection (a server restarting).
+:class:`EndpointUnreachable` is raised at once, with no retries (with replicas: once every replica
+has been tried so and none has ever answered). Once a server has answered, a refused connection is
+retried like any other dropped connection (a server restarting).
 
 Every error text is passed through :func:`~quantmedic.judge.cache.redact` (with the endpoint's key)
 where it is made, and so is every answer's content: a key a server echoes never goes further.
@@ -30,12 +35,14 @@ import json
 import os
 import socket
 import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
 import aiohttp
 import openai
+import yarl
 
 from .cache import Completion, clean
 from .prompt import DEFAULT_PROMPT, SystemPrompt
@@ -43,6 +50,8 @@ from .retry import RetryPolicy, is_retryable_status, parse_retry_after
 from .schema import SCHEMA_NAME
 
 ResponseFormat = Literal["auto", "json_schema", "json_object"]
+DEFAULT_TRANSPORT = "aiohttp"
+"""The transport unless ``--transport`` says otherwise (see the module's docstring)."""
 FATAL_STATUSES = (401, 403, 404)
 """Statuses that mean the endpoint, key or model is wrong: the whole run stops."""
 
@@ -85,11 +94,14 @@ class Endpoint:
     api_key: str | None = field(default=None, repr=False)
     response_format: ResponseFormat = "auto"
     identity: str = ""
-    """What the cache knows this server's model as; defaults to ``base_url|model``."""
+    """What the cache knows this server's model as; defaults to ``base_url|model`` (see
+    :attr:`cache_identity`)."""
     name: str = ""
     """The judge's name in verdicts and reports; defaults to the model name (+ the prompt's name)."""
     prompt: SystemPrompt = DEFAULT_PROMPT
     """What this judge is told (its system prompt)."""
+    replicas: tuple[str, ...] = ()
+    """More base URLs serving the same model, sharing the load with ``base_url``."""
 
     @property
     def label(self) -> str:
@@ -97,8 +109,22 @@ class Endpoint:
         return base if self.prompt == DEFAULT_PROMPT else f"{base}+{self.prompt.name}"
 
     @property
+    def base_urls(self) -> tuple[str, ...]:
+        """Every URL this model is served at: ``base_url``, then the replicas."""
+        return (self.base_url, *self.replicas)
+
+    @property
     def cache_identity(self) -> str:
-        return self.identity or f"{self.base_url.rstrip('/')}|{self.model}"
+        """``base_url|model``; with replicas, ``replicas|`` + the sorted set of URLs + ``|model``, the same
+        whichever replica answers and in whatever order the URLs are given.
+
+        >>> Endpoint("http://b:1/v1/", "m", replicas=("http://a:1/v1",)).cache_identity
+        'replicas|http://a:1/v1|http://b:1/v1|m'
+        """
+        if self.identity:
+            return self.identity
+        urls = sorted({url.rstrip("/") for url in self.base_urls})
+        return f"{urls[0]}|{self.model}" if len(urls) == 1 else f"replicas|{'|'.join(urls)}|{self.model}"
 
 
 def api_key_from_env(variable: str) -> str | None:
@@ -169,8 +195,9 @@ def response_format_for(mode: ResponseFormat, schema: dict) -> dict:
     return {"type": "json_schema", "json_schema": {"name": SCHEMA_NAME, "schema": schema, "strict": True}}
 
 
-def _completion_from(body: bytes) -> Completion:
-    """The first choice of a chat completion response body (read as JSON, without the SDK's models)."""
+def _completion_from(body: bytes, key: str | None = None) -> Completion:
+    """The first choice of a chat completion response body (read as JSON, without the SDK's models), its
+    content :func:`~quantmedic.judge.cache.clean`\\ ed (of ``key`` too)."""
     try:
         data = json.loads(body)
     except ValueError:
@@ -178,12 +205,10 @@ def _completion_from(body: bytes) -> Completion:
     choices = data.get("choices") if isinstance(data, dict) else None
     if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
         raise TransportFailure("the server returned no choices")
-    choice = choices[0]
-    message = choice.get("message")
-    message = message if isinstance(message, dict) else {}
-    usage = data.get("usage")
+    choice, usage = choices[0], data.get("usage")
+    message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
     usage = usage if isinstance(usage, dict) else {}
-    return Completion(message.get("content"), choice.get("finish_reason"), usage.get("prompt_tokens") or 0,
+    return Completion(clean(message.get("content"), key), choice.get("finish_reason"), usage.get("prompt_tokens") or 0,
                       usage.get("completion_tokens") or 0)
 
 
@@ -235,16 +260,20 @@ class AiohttpTransport:
         self.headers = {"Content-Type": "application/json"}
         if endpoint.api_key:
             self.headers["Authorization"] = f"Bearer {endpoint.api_key}"
+        try:  # the environment's proxy, read once (a session with trust_env=True reads it per request: ~0.6 ms CPU)
+            proxy, auth = aiohttp.helpers.get_env_proxy_for_url(yarl.URL(self.url))
+            self.proxy, self.proxy_headers = str(proxy), {"Proxy-Authorization": auth.encode()} if auth else None
+        except LookupError:
+            self.proxy = self.proxy_headers = None
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
 
     async def post_chat(self, payload: dict) -> bytes:
         if self._session is None:  # made inside the running event loop
-            # trust_env=False: reading proxy settings from the environment on every request costs
-            # ~0.6 ms of CPU per request; behind a proxy, use the sdk transport
             self._session = aiohttp.ClientSession(timeout=self.timeout, connector=aiohttp.TCPConnector(limit=0))
         try:
-            async with self._session.post(self.url, data=json.dumps(payload), headers=self.headers) as response:
+            async with self._session.post(self.url, data=json.dumps(payload).encode(), headers=self.headers,
+                                          proxy=self.proxy, proxy_headers=self.proxy_headers) as response:
                 body = await response.read()
                 if response.status >= 400:
                     raise HttpStatusError(response.status, clean(_error_message(body), self.key),
@@ -261,41 +290,89 @@ class AiohttpTransport:
 
 
 TRANSPORTS = {"sdk": SdkTransport, "aiohttp": AiohttpTransport}
+BENCH_FIRST, BENCH_LONGEST = 0.5, 30.0  # seconds a replica whose connection failed is left out (doubling)
+
+
+@dataclass(eq=False)
+class Replica:
+    """One URL of an endpoint, its transport, and what this run has seen of it: whether it ever answered
+    (any HTTP status), why it could not be reached at all before it did (None: it could, or untried)."""
+
+    url: str
+    transport: SdkTransport | AiohttpTransport
+    in_flight: int = 0
+    reached: bool = False
+    unreachable: str | None = None
+    failures: int = 0
+    benched_until: float = 0.0
+
+    async def post(self, payload: dict) -> bytes:
+        self.in_flight += 1
+        try:
+            body = await self.transport.post_chat(payload)
+        except HttpStatusError:
+            self.reached, self.failures, self.benched_until = True, 0, 0.0
+            raise
+        finally:
+            self.in_flight -= 1
+        self.reached, self.failures, self.benched_until = True, 0, 0.0
+        return body
+
+    def bench(self, unreachable: str | None) -> None:
+        """Leave it out for a while after a refused or dropped connection."""
+        self.unreachable = self.unreachable or (None if self.reached else unreachable)
+        self.benched_until = time.monotonic() + min(BENCH_LONGEST, BENCH_FIRST * 2 ** self.failures)
+        self.failures += 1
 
 
 class ChatBackend:
-    """Sends chat completions to one endpoint with bounded retries."""
+    """Sends chat completions to one endpoint (spread over its replicas) with bounded retries."""
 
     def __init__(self, endpoint: Endpoint, *, timeout: float = 120.0, policy: RetryPolicy = RetryPolicy(),
-                 transport: str = "sdk"):
+                 transport: str = DEFAULT_TRANSPORT):
         self.endpoint = endpoint
         self.policy = policy
         self.mode: ResponseFormat = "json_schema" if endpoint.response_format == "auto" else endpoint.response_format
         self._may_fall_back = endpoint.response_format == "auto"
-        self.transport = TRANSPORTS[transport](endpoint, timeout)
-        self.reached = False
-        """Whether the server has answered at all (any HTTP status) in this run."""
+        make = TRANSPORTS[transport]
+        self.replicas = [Replica(url, make(dataclasses.replace(endpoint, base_url=url, replicas=()), timeout))
+                         for url in endpoint.base_urls]
+        self._turn = 0
+
+    @property
+    def reached(self) -> bool:
+        return any(r.reached for r in self.replicas)
 
     def response_format(self, schema: dict) -> dict:
         return response_format_for(self.mode, schema)
+
+    def pick(self, avoid: Replica | None = None) -> Replica:
+        """Of the replicas not benched (other than ``avoid`` if there are others), the one with the fewest
+        requests in flight, ties in turn; when all are benched, the one back soonest."""
+        if len(self.replicas) == 1:
+            return self.replicas[0]
+        now = time.monotonic()
+        ready = [r for r in self.replicas if r.benched_until <= now]
+        ready = [r for r in ready if r is not avoid] or ready
+        if not ready:
+            return min(self.replicas, key=lambda r: r.benched_until)
+        self._turn += 1
+        return min((ready[(self._turn + i) % len(ready)] for i in range(len(ready))), key=lambda r: r.in_flight)
 
     async def complete(self, messages: list[dict], schema: dict, params: dict,
                        on_retry: Callable[[str], None] | None = None) -> Completion:
         """One completion (its content :func:`~quantmedic.judge.cache.clean`\\ ed); raises
         :class:`RequestRejected`, :class:`TransportFailure` or :class:`EndpointUnreachable`."""
-        retry = 0
+        retry, failovers, replica = 0, len(self.replicas) - 1, None
         while True:
+            replica, failover = self.pick(avoid=replica), False
             payload = {"model": self.endpoint.model, "messages": messages,
                        "response_format": self.response_format(schema), **params}
             try:
-                body = await self.transport.post_chat(payload)
-                self.reached = True
-                completion = _completion_from(body)
-                return dataclasses.replace(completion, content=clean(completion.content, self.endpoint.api_key))
+                return _completion_from(await replica.post(payload), self.endpoint.api_key)
             except HttpStatusError as error:
-                self.reached = True
                 if self._may_fall_back and self.mode == "json_schema" and _rejects_json_schema(error):
-                    self.mode = "json_object"
+                    self.mode, replica = "json_object", None
                     continue
                 if not is_retryable_status(error.status):
                     raise RequestRejected(error.status, error.message) from None
@@ -303,15 +380,21 @@ class ChatBackend:
             except RequestTimeout:
                 reason, retry_after = "timeout", None
             except ConnectionFailed as error:
-                if error.unreachable and not self.reached:
-                    raise EndpointUnreachable(self.endpoint.base_url, error.unreachable) from None
+                replica.bench(error.unreachable)
+                if not self.reached and all(r.unreachable for r in self.replicas):
+                    raise EndpointUnreachable(", ".join(r.url for r in self.replicas), error.unreachable) from None
                 reason, retry_after = f"connection error ({error})", None
-            if retry >= self.policy.max_retries:
+                failover = failovers > 0 and self.pick(avoid=replica).benched_until <= time.monotonic()
+            if failover:
+                failovers -= 1  # at once, to another replica, without using up a retry
+            elif retry >= self.policy.max_retries:
                 raise TransportFailure(f"{reason} after {retry + 1} tries")
             if on_retry:
                 on_retry(reason)
-            await asyncio.sleep(self.policy.delay(retry, retry_after))
-            retry += 1
+            if not failover:
+                await asyncio.sleep(self.policy.delay(retry, retry_after))
+                retry += 1
 
     async def close(self) -> None:
-        await self.transport.close()
+        for replica in self.replicas:
+            await replica.transport.close()

@@ -7,6 +7,12 @@ An endpoint is an ``http://`` or ``https://`` URL with a host (anything else is 
 settings are made). The API key is read from ``api_key_env``: when that variable is unset or empty,
 :func:`missing_key_warning` says so, and :func:`build_job` refuses to send key-less requests to any
 host that is not this machine (127.0.0.0/8, ``localhost``, ``::1``).
+
+``--base-url`` and ``--model`` pair up so: one URL serves every model; as many URLs as models, one
+each; several URLs and one model are replicas of that one judge (one
+:class:`~quantmedic.judge.backend.Endpoint` with ``replicas``, whose cache identity is the sorted set
+of its URLs and the model, so a rerun with the URLs in another order answers from the cache). Any
+other count is refused, naming ``base_url``.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from quantmedic.taxonomy.errors import FieldError, InputError
 from quantmedic.taxonomy.model import Taxonomy
 
-from .backend import Endpoint, api_key_from_env
+from .backend import DEFAULT_TRANSPORT, Endpoint, api_key_from_env
 from .cache import default_cache_path, redact
 from .embedded import EmbeddedJudgeUnavailable, find_gguf
 from .job import JudgeJob
@@ -42,7 +48,9 @@ class JudgeSettings(BaseModel):
 
     base_url: list[str] = Field(default_factory=list, description=(
         "OpenAI-compatible endpoint, e.g. https://api.openai.com/v1 or http://127.0.0.1:8000/v1. Give one for all "
-        "--model, or one per --model. None: start the embedded SmolLM2 judge."))
+        "--model, one per --model, or several for one --model: replicas of that judge sharing the load (each "
+        "request to the least busy; one that fails is retried on another; one cache for all, whatever their "
+        "order). None: start the embedded SmolLM2 judge."))
     models: list[str] = Field(default_factory=list, description=(
         "Judge model name; repeat for several judges (the verdict keeps each answer and the majority)."))
     api_key_env: str = Field("OPENAI_API_KEY", description=(
@@ -65,9 +73,9 @@ class JudgeSettings(BaseModel):
     response_format: Literal["auto", "json_schema", "json_object"] = Field("auto", description=(
         "auto (json_schema, falling back to json_object + schema when the server refuses it), json_schema or "
         "json_object."))
-    transport: Literal["sdk", "aiohttp"] = Field("sdk", description=(
-        "sdk (the openai SDK) or aiohttp (direct aiohttp: the same requests at about half the client CPU, for bulk "
-        "runs on your own servers)."))
+    transport: Literal["aiohttp", "sdk"] = Field(DEFAULT_TRANSPORT, description=(
+        "aiohttp (direct aiohttp, reading proxy settings from the environment once: half the client CPU of sdk) "
+        "or sdk (the openai SDK's client, for a set-up only it handles)."))
     prompts: list[Path] = Field(default_factory=list, description=(
         "A system-prompt template file for the judge(s) (placeholders {taxonomy}, {schema}, {taxonomy_name}, "
         "{none}); one for all, or one per --model, e.g. the same model twice with two prompts to compare them."))
@@ -128,8 +136,11 @@ class JudgeSettings(BaseModel):
             raise FieldError("models", "give the judge model served at --base-url")
         if models and not urls:
             raise FieldError("base_url", "give the endpoint that serves --model")
-        if len(urls) not in (0, 1, len(models)):
-            raise FieldError("base_url", "give one --base-url, or one per --model")
+        if len(models) > 1 and len(urls) not in (1, len(models)):
+            raise FieldError("base_url", "give one --base-url for all --model, one per --model, or several for one "
+                                         "--model (its replicas)")
+        if len(models) == 1 and len({u.rstrip("/") for u in urls}) < len(urls):
+            raise FieldError("base_url", "the same --base-url twice: give each replica once")
         if len(prompts) not in (0, 1, max(1, len(models))):
             raise FieldError("prompts", "give one --prompt, or one per --model")
         judges = [(_pick(urls, i), m, _pick(prompts, i)) for i, m in enumerate(models)]
@@ -146,12 +157,13 @@ def _pick(values: list, i: int):
 def endpoints_of(settings: JudgeSettings) -> tuple[Endpoint, ...]:
     """The configured judges (empty: the embedded judge); prompt files are read here."""
     prompts = [load_prompt(p) for p in settings.prompts]
-    judges = [(_pick(settings.base_url, i), m, _pick(prompts, i) or DEFAULT_PROMPT)
-              for i, m in enumerate(settings.models)]
-    on_several_servers = {m for m in settings.models if len({u for u, mm, _ in judges if mm == m}) > 1}
+    urls, models = settings.base_url, settings.models
+    replicas = tuple(urls[1:]) if len(models) == 1 else ()  # one model, several URLs: its replicas
+    judges = [(_pick(urls, i), m, _pick(prompts, i) or DEFAULT_PROMPT) for i, m in enumerate(models)]
+    on_several_servers = {m for m in models if len({u for u, mm, _ in judges if mm == m}) > 1}
     key = api_key_from_env(settings.api_key_env)
     return tuple(Endpoint(base_url=url, model=m, api_key=key, response_format=settings.response_format, prompt=p,
-                          name=f"{m}@{_host(url)}" if m in on_several_servers else "")
+                          name=f"{m}@{_host(url)}" if m in on_several_servers else "", replicas=replicas)
                  for url, m, p in judges)
 
 
