@@ -211,8 +211,13 @@ def _content(attempt: Attempt, explicit: bool) -> dict:
 
 def _fingerprint(attempt: Attempt, explicit: bool, line: int) -> bytes:
     """The attempt's content digest, whether its id is explicit, and its line, in 17 bytes."""
-    text = json.dumps(_content(attempt, explicit), sort_keys=True, ensure_ascii=False, default=str)
+    text = attempt.model_dump_json(exclude=_EXPLICIT_CONTENT if explicit else _DERIVED_CONTENT)
     return hashlib.blake2b(text.encode(), digest_size=12).digest() + bytes([explicit]) + line.to_bytes(4, "big")
+
+
+_EXPLICIT_CONTENT = {"id": True}
+_DERIVED_CONTENT = {"id": True, "source": True, "problem": {"id", "source", "source_id"}}
+"""What :func:`_content` leaves out, for pydantic's (fast) serialiser."""
 
 
 def _check_repeat(attempt: Attempt, explicit: bool, line: int, first: dict[str, bytes], path: Path, fmt: str) -> None:

@@ -24,7 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from quantmedic.judge.adapters import iter_attempts, load_attempts
-from quantmedic.judge.backend import ChatBackend, Endpoint, response_format_for
+from quantmedic.judge.backend import DEFAULT_TRANSPORT, ChatBackend, Endpoint, response_format_for
 from quantmedic.judge.cache import ResponseCache
 from quantmedic.judge.embedded import embedded_judge
 from quantmedic.judge.prompt import DEFAULT_PROMPT, SystemPrompt, build_messages, system_message
@@ -32,7 +32,10 @@ from quantmedic.judge.retry import RetryPolicy
 from quantmedic.judge.degenerate import detect_degenerate
 from quantmedic.judge.runner import JudgeConfig, JudgeRun, JudgeSpec, RunStats
 from quantmedic.judge.scan import ThinkingPlanner, ThinkingSettings, estimate
-from quantmedic.judge.verdict_file import VerdictLog, check_verdicts_file, done_ids, fold
+from quantmedic.judge.verdict_file import Folded, VerdictLog, check_verdicts_file, done_ids, fold
+from quantmedic.judge.batch_backend import BatchBackend
+from quantmedic.judge.batch_job import run_batched
+from quantmedic.judge.batch_store import BatchExecutor, BatchStore
 from quantmedic.judge.schema import judge_output_schema
 from quantmedic.taxonomy.errors import InputError
 from quantmedic.taxonomy.locks import exclusive_output
@@ -57,7 +60,7 @@ class JudgeJob:
     timeout: float = 120.0
     policy: RetryPolicy = RetryPolicy()
     invalid_retries: int = 2
-    transport: str = "sdk"
+    transport: str = DEFAULT_TRANSPORT
     cache: Path | None = None
     limit: int | None = None
     include_correct: bool = False
@@ -67,6 +70,10 @@ class JudgeJob:
     retry_unscored: bool = False
     thinking: ThinkingSettings = ThinkingSettings()
     embedded_context: int = 4096
+    executor: BatchExecutor | None = None
+    """None: online requests; else the batch executor that answers them (see :mod:`.batch_job`)."""
+    batch_dir: Path | None = None
+    """The batch run's state folder; default ``<out>.batch`` beside the output."""
 
 
 def iter_selected(attempts: Iterable[Attempt], include_correct: bool, limit: int | None, skipped: Counter,
@@ -128,16 +135,21 @@ def summary_table(by_category: Counter, stats: RunStats, job: JudgeJob) -> Table
         table.add_row("stopped at --max-tokens-per-item", str(stats.over_cap))
     cost = run_cost(stats, job)
     if cost is not None:
-        table.add_row("cost of this run (USD)", f"{cost:.4f}")
+        discount = job.executor.discount if job.executor else 1.0
+        label = "cost of this run (USD)" if discount == 1.0 else \
+            f"cost of this run (USD, {job.executor.name} at {discount:.0%} of the online price)"
+        table.add_row(label, f"{cost:.4f}")
     return table
 
 
 def run_cost(stats: RunStats, job: JudgeJob) -> float | None:
-    """USD spent on sent tokens, with prices per million tokens; None without prices."""
+    """USD spent on sent tokens, with prices per million tokens (online prices: a batch executor's discount is
+    applied); None without prices."""
     if job.price_input is None and job.price_output is None:
         return None
-    return (stats.usage_sent.prompt_tokens * (job.price_input or 0)
-            + stats.usage_sent.completion_tokens * (job.price_output or 0)) / 1e6
+    discount = job.executor.discount if job.executor else 1.0
+    return discount * (stats.usage_sent.prompt_tokens * (job.price_input or 0)
+                       + stats.usage_sent.completion_tokens * (job.price_output or 0)) / 1e6
 
 
 def dry_run(job: JudgeJob, console: Console) -> int:
@@ -265,26 +277,16 @@ def _judge_into(job: JudgeJob, out: Path, console: Console) -> RunStats:
     check_verdicts_file(out)
     if (recovered := fold(out)).new:
         console.print(f"folded {recovered.new} verdicts that an interrupted run had written into {out}")
-    skipped: Counter = Counter()
     with ExitStack() as stack:
         endpoints = open_endpoints(job, stack, console)
         cache = stack.enter_context(ResponseCache(job.cache))
-        done = done_ids(out, judge_config(job, endpoints).fingerprint())
-        attempts: Iterable[Attempt] = iter_selected(iter_attempts(job.input, job.input_format), job.include_correct,
-                                                    job.limit, skipped, done)
-        total = None
-        if job.input.stat().st_size < MATERIALISE_BELOW:
-            attempts = list(attempts)
-            total = len(attempts)
-            _say_skipped(console, skipped, total)
-        log = VerdictLog(out)
-        try:
-            stats = asyncio.run(judge_streaming(job, attempts, total, endpoints, cache, console, log.write))
-        finally:
-            log.close()
-    if total is None:
-        _say_skipped(console, skipped, stats.done)
-    folded = fold(out)
+        if job.executor is None:
+            stats, folded = _judge_pass(job, out, console, endpoints, cache)
+        else:
+            store = stack.enter_context(BatchStore(job.batch_dir or out.with_name(f"{out.name}.batch")))
+            stats, folded = run_batched(job.executor, store, console,
+                                        lambda backends: _judge_pass(job, out, console, endpoints, cache, backends),
+                                        lambda: {e.cache_identity: BatchBackend(e, store) for e in endpoints})
     if folded.kept:
         console.print(f"kept {folded.kept} earlier verdicts from {out}")
     if folded.held:
@@ -294,6 +296,30 @@ def _judge_into(job: JudgeJob, out: Path, console: Console) -> RunStats:
     console.print(f"wrote {folded.kept + folded.new + folded.held} verdicts to {out}" if folded.new or folded.held
                   else f"{out} is up to date: nothing new to write")
     return stats
+
+
+def _judge_pass(job: JudgeJob, out: Path, console: Console, endpoints: tuple[Endpoint, ...], cache: ResponseCache,
+                backends: dict | None = None) -> tuple[RunStats, Folded]:
+    """One pass over the input: every item not yet judged ok under these settings, verdicts streamed to the
+    partial file and folded into ``out``."""
+    skipped: Counter = Counter()
+    done = done_ids(out, judge_config(job, endpoints).fingerprint())
+    attempts: Iterable[Attempt] = iter_selected(iter_attempts(job.input, job.input_format), job.include_correct,
+                                                job.limit, skipped, done)
+    total = None
+    if not job.input.is_file() or job.input.stat().st_size < MATERIALISE_BELOW:  # a missing one: its error
+        attempts = list(attempts)
+        total = len(attempts)
+        _say_skipped(console, skipped, total)
+    log = VerdictLog(out)
+    try:
+        stats = asyncio.run(judge_streaming(job, attempts, total, endpoints, cache, console, log.write,
+                                            backends=backends))
+    finally:
+        log.close()
+    if total is None:
+        _say_skipped(console, skipped, stats.done)
+    return stats, fold(out)
 
 
 def _say_skipped(console: Console, skipped: Counter, chosen: int) -> None:

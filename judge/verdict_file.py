@@ -20,7 +20,7 @@ from typing import NamedTuple
 from pathlib import Path
 
 from quantmedic.taxonomy.errors import InputError
-from quantmedic.taxonomy.jsonl import dump_line, repair_tail, validate_record, write_atomic
+from quantmedic.taxonomy.jsonl import dump_line, open_input, parse_json_line, repair_tail, validate_record, write_atomic
 from quantmedic.taxonomy.records import Verdict
 
 FLUSH_EVERY = 256
@@ -44,15 +44,12 @@ class Row(NamedTuple):
 def scan(path: Path) -> Iterator[Row]:
     """A :class:`Row` for each verdict line of ``path``: the first line is checked as a full
     :class:`Verdict`, the others for the fields read here (a file of another kind is refused at once)."""
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
+    with open_input(path) as handle:
+        for number, raw in enumerate(handle, 1):
+            data = parse_json_line(raw, path, number)
+            if data is None:
                 continue
-            try:
-                data = json.loads(line)
-            except ValueError:
-                raise InputError(path, "exists and is not a verdicts file (a line is not JSON); choose another "
-                                       "--out", line=number) from None
+            line = raw.decode("utf-8")
             if number == 1:
                 validate_record(Verdict, data, path, number)
             if not isinstance(data, dict) or not isinstance(data.get("id"), str) or "status" not in data:
@@ -103,7 +100,10 @@ class VerdictLog:
             self._unflushed = 0
 
     def close(self) -> None:
+        """Close the partial file; an empty one (nothing decided: a run that stopped at once) is removed."""
         self._handle.close()
+        if self.path.stat().st_size == 0:
+            self.path.unlink()
 
 
 @dataclass

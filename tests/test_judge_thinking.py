@@ -239,7 +239,8 @@ def test_the_command_prints_the_estimate_first_and_the_dry_run_shows_the_first_w
     verdicts = read_records(out, Verdict)
     assert [v.first_wrong_section for v in verdicts] == [-1, -1, -1] and {v.scope for v in verdicts} == {"thinking"}
     assert "windows of thinking judged" in result.stderr
-    result = cli(*common, "--model", "say:-1:0.9", "--out", out, "--max-tokens-per-item", "10")
+    # a fresh output: in ``out`` the three are judged ok under these settings, and a rerun skips them
+    result = cli(*common, "--model", "say:-1:0.9", "--out", tmp_path / "capped.jsonl", "--max-tokens-per-item", "10")
     assert result.returncode == 0 and "not priced" in result.stderr and "3 items stop at" in result.stderr
     assert cli(*common, "--model", "m", "--out", out, "--scope", "all").returncode == 2
     bad = cli(*common, "--model", "m", "--out", out, "--tokenizer", tmp_path / "none.gguf")

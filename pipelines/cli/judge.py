@@ -7,6 +7,7 @@ naming the URL and exit 1, before anything is written.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,7 +17,10 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
+from quantmedic.judge.batch_job import BatchSettings
 from quantmedic.judge.cache import default_cache_path
+from quantmedic.judge.job import JudgeJob
+from quantmedic.judge.vllm_batch import BatchFailed
 from quantmedic.judge.eval_job import EvalJob, run_judge_eval
 from quantmedic.judge.job import dry_run as render_dry_run, run_judge_job
 from quantmedic.judge.meta_eval import to_markdown
@@ -24,12 +28,15 @@ from quantmedic.judge.preflight import check_job
 from quantmedic.judge.runner import JudgeRunAborted
 from quantmedic.judge.settings import JudgeSettings, build_job, missing_key_warning
 from quantmedic.pipelines.data import SHIPPED, resolve_input
+from quantmedic.taxonomy.errors import FieldError
 from quantmedic.taxonomy.model import load_taxonomy
 
 from .console import EXIT_ABORTED, EXIT_USAGE, Commands, build_settings, described, stderr, stdout
 
 commands = Commands()
 J = JudgeSettings()
+B = BatchSettings()
+VLLM_BATCH_URL = "http://localhost/vllm-batch/v1"
 _SHIPPED_HELP = ", ".join(f"[bold]{name}[/bold]" for name in SHIPPED)
 FLAGS = {"base_url": "--base-url", "models": "--model", "prompts": "--prompt"}
 
@@ -86,6 +93,22 @@ def judge_settings(base_url, model, prompt, **values) -> JudgeSettings:
         raise usage_error(error.param_hint, error.message) from None
 
 
+def with_executor(job: JudgeJob, model: type[BatchSettings], **values) -> JudgeJob:
+    """``job`` with the batch executor the options name (one line naming the option, exit 2, when they do
+    not fit: a batch executor takes exactly one judge, given by --base-url and --model)."""
+    try:
+        batch = build_settings(model, **values)
+        if batch.executor != "online" and len(job.endpoints) != 1:
+            raise typer.BadParameter(f"{batch.executor} takes exactly one judge: give --base-url and one --model",
+                                     param_hint="--executor")
+        return dataclasses.replace(job, executor=batch.executor_for(job.endpoints[0]) if job.endpoints else None,
+                                   batch_dir=batch.batch_dir)
+    except FieldError as error:
+        raise usage_error(f"--{error.field.replace('_', '-')}", str(error)) from None
+    except typer.BadParameter as error:
+        raise usage_error(error.param_hint, error.message) from None
+
+
 def warn_if_no_key(settings: JudgeSettings) -> None:
     """One warning line when the API key variable is unset (a run this refuses never gets here)."""
     if (warning := missing_key_warning(settings)) is not None:
@@ -98,6 +121,9 @@ def reaching_the_endpoint() -> Iterator[None]:
     the command line's usual one line)."""
     try:
         yield
+    except BatchFailed as error:  # the first line names the batch and its log; the log holds the rest
+        stderr.print(f"[red]error:[/red] {escape(str(error).splitlines()[0])}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_ABORTED) from None
     except JudgeRunAborted as error:
         if not error.unreachable:
             raise
@@ -131,6 +157,11 @@ def judge(
     scope: Scope = J.scope, context_tokens: ContextTokens = None, context_share: ContextShare = J.context_share,
     tokenizer: TokenizerFile = None, chars_per_token: CharsPerToken = J.chars_per_token,
     max_tokens_per_item: MaxTokensPerItem = None,
+    executor: Annotated[str, described(BatchSettings, "executor", "--executor")] = B.executor,
+    batch_dir: Annotated[Optional[Path], described(BatchSettings, "batch_dir", "--batch-dir")] = None,
+    vllm_model: Annotated[Optional[str], described(BatchSettings, "vllm_model", "--vllm-model")] = None,
+    vllm_command: Annotated[str, described(BatchSettings, "vllm_command", "--vllm-command")] = B.vllm_command,
+    wait: Annotated[bool, described(BatchSettings, "wait", "--wait")] = B.wait,
 ) -> None:
     """Find the [bold]first wrong step[/bold] of each failed solution and classify its error.
 
@@ -138,6 +169,8 @@ def judge(
     """
     if out is None and not dry_run:
         raise usage_error("--out", "say where the verdicts go")
+    if executor == "vllm-batch" and not base_url:
+        base_url = [VLLM_BATCH_URL]  # no server: the URL only names the judge in the cache
     settings = judge_settings(base_url, model, prompt, api_key_env=api_key_env, samples=samples,
                               temperature=temperature, max_tokens=max_tokens, seed=seed, concurrency=concurrency,
                               timeout=timeout, max_retries=max_retries, max_delay=max_delay,
@@ -148,6 +181,8 @@ def judge(
                               max_tokens_per_item=max_tokens_per_item)
     job = build_job(settings, input=resolve_input(input), out=out, taxonomy=load_taxonomy(taxonomy), cache=cache,
                     input_format=input_format, limit=limit, include_correct=include_correct, require_key=not dry_run)
+    job = with_executor(job, BatchSettings, executor=executor, batch_dir=batch_dir, vllm_model=vllm_model,
+                        vllm_command=vllm_command, wait=wait)
     if not dry_run:
         check_job(job)  # outputs and cache, before the embedded judge starts or anything is sent
     warn_if_no_key(settings)
