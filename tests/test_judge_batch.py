@@ -1,11 +1,10 @@
 """``quantmedic judge --executor``: requests carried as batches in the OpenAI batch file format.
 
-``vllm-batch`` runs the real ``vllm run-batch`` (the CPU build in ``.venv-vllm``); ``openai-batch``
-talks to :mod:`tests.support.openai_batch_standin`, a protocol-level stand-in, as no local server
-implements the Batch API.
+``vllm-batch`` runs the real ``vllm run-batch`` (the CPU build in ``.venv-vllm``).
 """
 
 import json
+import re
 from pathlib import Path
 
 import jsonschema
@@ -25,7 +24,8 @@ HF_MODEL = REPO / ".cache" / "smollm2-hf"
 
 @pytest.mark.parametrize("args, message", [
     (("--executor", "vllm-batch", "-m", "local"), "--vllm-model"),
-    (("--executor", "openai-batch", "--base-url", "http://127.0.0.1:9/v1", "-m", "a", "-m", "b"), "exactly one judge"),
+    (("--executor", "vllm-batch", "--vllm-model", "m", "--base-url", "http://127.0.0.1:9/v1", "-m", "a", "-m", "b"),
+     "exactly one judge"),
     (("--executor", "sideways", "--base-url", "http://127.0.0.1:9/v1", "-m", "a"), "--executor"),
 ])
 def test_a_batch_executor_that_cannot_run_is_one_line_and_exit_2(tmp_path, args, message):
@@ -55,5 +55,7 @@ def test_vllm_run_batch_judges_and_a_rerun_sends_nothing(tmp_path):
     for line in lines:
         jsonschema.validate(line, REQUEST_LINE_SCHEMA)
     again = cli(*args, timeout=300, env=SERVER_ENV)
-    assert again.returncode == 0 and "nothing new to write" in again.stderr
-    assert request_lines(batch) == lines  # no new batch
+    assert again.returncode == 0, again.stderr
+    # ok verdicts are skipped; any unscored one (a 135M judge) is re-read from the cache: nothing is sent
+    assert re.search(r"requests sent / from cache\s*│\s*0 /", again.stderr), again.stderr
+    assert request_lines(batch) == lines  # and no new batch

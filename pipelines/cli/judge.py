@@ -161,7 +161,6 @@ def judge(
     batch_dir: Annotated[Optional[Path], described(BatchSettings, "batch_dir", "--batch-dir")] = None,
     vllm_model: Annotated[Optional[str], described(BatchSettings, "vllm_model", "--vllm-model")] = None,
     vllm_command: Annotated[str, described(BatchSettings, "vllm_command", "--vllm-command")] = B.vllm_command,
-    wait: Annotated[bool, described(BatchSettings, "wait", "--wait")] = B.wait,
 ) -> None:
     """Find the [bold]first wrong step[/bold] of each failed solution and classify its error.
 
@@ -182,7 +181,7 @@ def judge(
     job = build_job(settings, input=resolve_input(input), out=out, taxonomy=load_taxonomy(taxonomy), cache=cache,
                     input_format=input_format, limit=limit, include_correct=include_correct, require_key=not dry_run)
     job = with_executor(job, BatchSettings, executor=executor, batch_dir=batch_dir, vllm_model=vllm_model,
-                        vllm_command=vllm_command, wait=wait)
+                        vllm_command=vllm_command)
     if not dry_run:
         check_job(job)  # outputs and cache, before the embedded judge starts or anything is sent
     warn_if_no_key(settings)
