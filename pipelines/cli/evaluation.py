@@ -7,7 +7,7 @@ Bad input raises :class:`InputError` (the ``quantmedic`` entry point turns it in
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
@@ -17,7 +17,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from quantmedic.judge.adapters import load_attempts
+from quantmedic.judge.adapters import iter_attempts
 from quantmedic.medicine.build import read_report
 from quantmedic.taxonomy.errors import InputError
 from quantmedic.taxonomy.jsonl import read_records
@@ -26,9 +26,9 @@ from quantmedic.taxonomy.records import Attempt, Verdict
 
 from quantmedic.pipelines.data import resolve_input
 from quantmedic.pipelines.evaluation import compare as C, recovery as R
-from quantmedic.pipelines.evaluation.compare import PairingError, load_graded, to_markdown, write_comparison
+from quantmedic.pipelines.evaluation.compare import PairingError, load_graded, to_markdown, write_comparison_files
 from quantmedic.pipelines.evaluation.graded_file import grade_into
-from quantmedic.pipelines.evaluation.grading import Agreement, agreement, summarize
+from quantmedic.pipelines.evaluation.grading import Agreement, GradingSummary
 from quantmedic.pipelines.evaluation.grading import check_gsm8k as gsm8k_agreement  # --check-gsm8k is a flag
 from quantmedic.pipelines.evaluation.recovery import evaluate_recovery, write_recovery
 
@@ -55,12 +55,12 @@ def _progress(description: str, total: int | None = None) -> Iterator[Callable[[
             raise
 
 
-def summary_table(graded: list[Attempt]) -> Table:
+def summary_table(summaries: Sequence[GradingSummary]) -> Table:
     """Per model: attempts, correct, wrong, ungradable and accuracy with its 95% Wilson interval."""
     table = Table(title="Grading summary", show_header=True)
     for column in ("model", "attempts", "correct", "wrong", "ungradable", "accuracy [95% Wilson]"):
         table.add_column(column, justify="left" if column == "model" else "right")
-    for row in summarize(graded):
+    for row in summaries:
         i = row.interval
         accuracy = "–" if row.accuracy is None else \
             f"{100 * row.accuracy:.1f}% [{100 * i.low:.1f}, {100 * i.high:.1f}]"  # type: ignore[union-attr]
@@ -69,9 +69,9 @@ def summary_table(graded: list[Attempt]) -> Table:
     return table
 
 
-def _ungradable_line(graded: list[Attempt]) -> str | None:
+def _ungradable_line(summaries: Sequence[GradingSummary]) -> str | None:
     reasons: dict[str, int] = {}
-    for row in summarize(graded):
+    for row in summaries:
         if row.label != "all":
             for reason, n in row.ungradable_reasons:
                 reasons[reason] = reasons.get(reason, 0) + n
@@ -99,19 +99,22 @@ def _print_agreement(result: Agreement, what: str = "GSM8K agreement with the au
     return ok
 
 
-def _print_label_check(loaded: list[Attempt], graded: list[Attempt]) -> None:
+def _print_label_check(result: Agreement) -> None:
     """``grade --check-labels``: the new grades against the labels the input carried (reported, never fatal)."""
-    result = agreement(loaded, graded)
     if not result.total:
         stderr.print("--check-labels: the input carries no correctness labels to compare with", highlight=False)
         return
     _print_agreement(result, "agreement with the input's labels", old="input label")
 
 
-def _load(path: Path, input_format: str) -> list[Attempt]:
-    """The attempts to grade; a format that does not fit is a usage error on --format."""
-    with usage_errors("--format"):
-        return load_attempts(path, input_format)
+def _reader(path: Path, input_format: str) -> Callable[[], Iterator[Attempt]]:
+    """The attempts to grade, read anew (streamed) at each call; a format that does not fit is a usage error on
+    --format."""
+    def read() -> Iterator[Attempt]:
+        with usage_errors("--format"):
+            yield from iter_attempts(path, input_format)
+
+    return read
 
 
 @commands.command("grade", epilog="Exit codes: 0 done (ungradable attempts are recorded, not fatal), 1 bad "
@@ -152,18 +155,17 @@ def grade(
     if attempts is not None:
         source = resolve_input(attempts)
         check_output_file(out, inputs=[source], what="graded attempts")  # type: ignore[arg-type]
-        loaded = _load(source, input_format)
-        with _progress("grading", len(loaded)) as progress:
-            run = grade_into(loaded, out, workers=workers, timeout=timeout, progress=progress)  # type: ignore[arg-type]
-        graded = run.graded
+        with _progress("grading") as progress:
+            run = grade_into(_reader(source, input_format), out, workers=workers, timeout=timeout,  # type: ignore[arg-type]
+                             progress=progress, check_labels=check_labels)
         if run.kept:
             stderr.print(f"kept {run.kept} attempts already graded in {out}", highlight=False)
-        stderr.print(summary_table(graded))
-        if (line := _ungradable_line(graded)) is not None:
+        stderr.print(summary_table(run.summaries))
+        if (line := _ungradable_line(run.summaries)) is not None:
             stderr.print(f"ungradable: {escape(line)}", highlight=False)
-        stderr.print(f"wrote {len(graded)} graded attempts to {out}", highlight=False)
-        if check_labels:
-            _print_label_check(loaded, graded)
+        stderr.print(f"wrote {run.total} graded attempts to {out}", highlight=False)
+        if run.agreement is not None:
+            _print_label_check(run.agreement)
     if check_gsm8k:
         with _progress("checking GSM8K") as progress:
             result = gsm8k_agreement(workers=workers, timeout=timeout, progress=progress)
@@ -195,9 +197,9 @@ def compare_command(
     `quantmedic judge`.
     """
     check_output_folder(out, files=COMPARE_FILES, inputs=[fp_attempts, quant_attempts], what="comparison")
-    fp, quant = load_graded(fp_attempts), load_graded(quant_attempts)
     try:
-        comparison, written = write_comparison(fp, quant, out, fp_label=fp_label, quant_label=quant_label)
+        comparison, written = write_comparison_files(fp_attempts, quant_attempts, out, fp_label=fp_label,
+                                                     quant_label=quant_label)
     except PairingError as error:
         raise InputError(quant_attempts, f"{error} with {fp_attempts}") from None
     sys.stdout.write(to_markdown(comparison))

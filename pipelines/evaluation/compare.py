@@ -13,29 +13,30 @@ diagnoses next. Output length and degenerate-output rates are over all present p
 
 from __future__ import annotations
 
-import json
 import math
-from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from statistics import NormalDist
 
-from quantmedic.judge.adapters import load_attempts
-from quantmedic.judge.degenerate import DEGENERATE_SUBTYPES, detect_degenerate
+from quantmedic.judge.adapters import iter_attempts, load_attempts
+from quantmedic.judge.degenerate import DEGENERATE_SUBTYPES
 from quantmedic.judge.metrics import Interval, wilson_interval
 from quantmedic.taxonomy.errors import InputError
-from quantmedic.taxonomy.jsonl import write_atomic, write_records
+from quantmedic.taxonomy.jsonl import write_atomic
 from quantmedic.taxonomy.records import Attempt
 
 from quantmedic.pipelines.evaluation.comparison_figures import accuracy_plot, flips_plot, lengths_plot
-from quantmedic.pipelines.evaluation.comparison_json import COMPARISON_JSON, to_json
-from quantmedic.pipelines.evaluation.grading import attempt_label
+from quantmedic.pipelines.evaluation.comparison_json import COMPARISON_JSON, json_chunks, to_json  # noqa: F401
 from quantmedic.pipelines.evaluation.length_tables import lengths_markdown
 from quantmedic.pipelines.evaluation.lengths import LengthSummary
+from quantmedic.pipelines.evaluation.pairing import (FULL_PRECISION, QUANTIZED, Brief, DuplicatePair,  # noqa: F401
+                                                    FailureSpool, Group, NoGraded, Outputs, Paired, PairingError,
+                                                    Read, pair_up)
 
 PairKey = tuple[str, int]
+EXACT_UP_TO = 2000  # discordant pairs: mcnemar_exact in exact fractions up to here
 
 # the files :func:`write_comparison` writes (the study's judge and report read them), and COMPARISON_JSON above
 COMPARISON_MD = "comparison.md"
@@ -47,17 +48,15 @@ FLIPPED_FAILURES = "flipped_failures.jsonl"  # the quantized attempts that went 
 ALL_FAILURES = "failures.jsonl"  # every quantized attempt graded wrong
 
 
-class PairingError(ValueError):
-    """The two sets of attempts do not pair up: a duplicated (problem id, sample index), or no shared one."""
-
-
 def pair_key(attempt: Attempt) -> PairKey:
     """What pairs a full-precision attempt with its quantized counterpart: problem id, sample index."""
     return attempt.problem.id, attempt.sampling.sample_index
 
 
 def mcnemar_exact(right_to_wrong: int, wrong_to_right: int) -> float:
-    """Two-sided exact McNemar p-value: twice the smaller binomial(b + c, 1/2) tail, at most 1.
+    """Two-sided exact McNemar p-value: twice the smaller binomial(b + c, 1/2) tail, at most 1. Computed in
+    exact fractions up to :data:`EXACT_UP_TO` discordant pairs; above (where the exact sum's integers grow
+    too large to be quick), in floating point from the largest term down (relative error about 1e-9).
 
     >>> round(mcnemar_exact(10, 2), 6)   # 2 * (1 + 12 + 66) / 2**12
     0.038574
@@ -66,9 +65,17 @@ def mcnemar_exact(right_to_wrong: int, wrong_to_right: int) -> float:
     """
     if right_to_wrong < 0 or wrong_to_right < 0:
         raise ValueError("counts must be non-negative")
-    n = right_to_wrong + wrong_to_right
-    tail = Fraction(sum(math.comb(n, k) for k in range(min(right_to_wrong, wrong_to_right) + 1)), 2 ** n)
-    return float(min(Fraction(1), 2 * tail))
+    n, m = right_to_wrong + wrong_to_right, min(right_to_wrong, wrong_to_right)
+    if n <= EXACT_UP_TO:
+        return float(min(Fraction(1), 2 * Fraction(sum(math.comb(n, k) for k in range(m + 1)), 2 ** n)))
+    # the same sum in floating point, from its largest term down, until the terms no longer count
+    total, term, k = 0.0, 1.0, m
+    while k >= 0 and term > 1e-17 * total:
+        total += term
+        term *= k / (n - k + 1)
+        k -= 1
+    top = math.lgamma(n + 1) - math.lgamma(m + 1) - math.lgamma(n - m + 1) - n * math.log(2)
+    return min(1.0, 2 * math.exp(top + math.log(total)))
 
 
 def paired_difference_interval(right_to_wrong: int, wrong_to_right: int, n: int,
@@ -180,28 +187,6 @@ class Comparison:
         return [quant for _, quant in self.wrong_to_right_pairs]
 
 
-def _index(attempts: Sequence[Attempt], side: str) -> dict[PairKey, Attempt]:
-    index: dict[PairKey, Attempt] = {}
-    for attempt in attempts:
-        key = pair_key(attempt)
-        if key in index:
-            raise PairingError(f"{side}: two attempts for problem {key[0]} sample {key[1]} "
-                             f"({index[key].id} and {attempt.id})")
-        index[key] = attempt
-    return index
-
-
-def _label(attempts: Sequence[Attempt], default: str) -> str:
-    labels = Counter(attempt_label(a) for a in attempts)
-    return labels.most_common(1)[0][0] if labels else default
-
-
-def execution_of(attempts: Sequence[Attempt]) -> str | None:
-    """How a side was computed: ``real kernels``, ``simulated``, ``mixed`` or None (not recorded)."""
-    kinds = {a.quantization.execution for a in attempts if a.quantization and a.quantization.execution}
-    return kinds.pop() if len(kinds) == 1 else ("mixed" if kinds else None)
-
-
 def simulated_mark(execution: str | None) -> str:
     """`` †`` after the label of a side that was (partly) simulated."""
     return " †" if execution in ("simulated", "mixed") else ""
@@ -211,46 +196,33 @@ SIMULATED_NOTE = ("† simulated: quantize-dequantize in a transformers forward 
                   "the speed and memory are not.")
 
 
-def _calibrated_labels(fp_attempts: Sequence[Attempt], quant_attempts: Sequence[Attempt]) -> tuple[str, str]:
-    """The sides' default labels; two quantized sides calibrated differently also name their calibration
-    (``m [gptq 4-bit] (calib gsm8k)`` vs ``m [gptq 4-bit] (calib generations:gsm8k)``)."""
-    labels = [_label(fp_attempts, "full precision"), _label(quant_attempts, "quantized")]
-    calibrations = [Counter(str(a.quantization.extra["calibration"]) for a in side
-                            if a.quantization and a.quantization.extra.get("calibration")).most_common(1)
-                    for side in (fp_attempts, quant_attempts)]
-    if all(calibrations) and calibrations[0][0][0] != calibrations[1][0][0]:
-        labels = [f"{label} (calib {c[0][0]})" for label, c in zip(labels, calibrations)]
-    return labels[0], labels[1]
+def _group(g: Group) -> GroupComparison:
+    name, n, fp_right, quant_right, right_to_wrong, wrong_to_right = g
+    return GroupComparison(name, Accuracy(fp_right, n), Accuracy(quant_right, n), right_to_wrong, wrong_to_right)
 
 
-def _groups(pairs: list[tuple[Attempt, Attempt]],
-            attribute: Callable[[Attempt], object]) -> tuple[GroupComparison, ...]:
-    if not any(attribute(fp) is not None for fp, _ in pairs):
-        return ()
-    grouped: dict[object, list[tuple[Attempt, Attempt]]] = {}
-    for pair in pairs:
-        grouped.setdefault(attribute(pair[0]), []).append(pair)
-
-    def order(value: object) -> tuple:
-        return (value is None, not isinstance(value, int), value if isinstance(value, int) else str(value))
-
-    return tuple(GroupComparison("(none)" if value is None else str(value),
-                                 Accuracy(sum(bool(fp.correct) for fp, _ in group), len(group)),
-                                 Accuracy(sum(bool(q.correct) for _, q in group), len(group)),
-                                 sum(bool(fp.correct) and not q.correct for fp, q in group),
-                                 sum(not fp.correct and bool(q.correct) for fp, q in group))
-                 for value, group in sorted(grouped.items(), key=lambda item: order(item[0])))
+def _outputs(o: Outputs, unit: str) -> OutputStats:
+    kinds = dict(o.kinds)
+    mean = (o.tokens if unit == "tokens" else o.words) / o.n if o.n else None
+    return OutputStats(o.n, mean, unit, Accuracy(sum(kinds.values()), o.n),
+                       tuple((k, kinds[k]) for k in DEGENERATE_SUBTYPES if kinds.get(k)))
 
 
-def _length(attempt: Attempt, unit: str) -> int:
-    return attempt.completion_tokens if unit == "tokens" else len(attempt.solution_text.split())  # type: ignore
-
-
-def _outputs(attempts: list[Attempt], unit: str) -> OutputStats:
-    kinds = Counter(d.kind for d in map(detect_degenerate, attempts) if d is not None)
-    mean = sum(_length(a, unit) for a in attempts) / len(attempts) if attempts else None
-    return OutputStats(len(attempts), mean, unit, Accuracy(sum(kinds.values()), len(attempts)),
-                       tuple((k, kinds[k]) for k in DEGENERATE_SUBTYPES if kinds[k]))
+def comparison_of(p: Paired, *, fp_label: str | None = None, quant_label: str | None = None) -> Comparison:
+    """The comparison that the counts of :func:`~quantmedic.pipelines.evaluation.pairing.pair_up` make."""
+    unit = "tokens" if p.fp_outputs.all_tokens and p.quant_outputs.all_tokens else "words"
+    return Comparison(
+        fp_label=fp_label or p.labels[0], quant_label=quant_label or p.labels[1], fp_total=p.fp_total,
+        quant_total=p.quant_total, paired=p.present, unpaired_fp=p.fp_keys - p.present,
+        unpaired_quant=p.quant_keys - p.present, ungradable_pairs=p.present - p.usable,
+        fp=Accuracy(p.fp_right, p.usable), quant=Accuracy(p.quant_right, p.usable), both_right=p.both_right,
+        both_wrong=p.both_wrong, right_to_wrong_pairs=p.right_to_wrong, wrong_to_right_pairs=p.wrong_to_right,
+        p_value=mcnemar_exact(len(p.right_to_wrong), len(p.wrong_to_right)),
+        difference_interval=paired_difference_interval(len(p.right_to_wrong), len(p.wrong_to_right), p.usable),
+        by_subject=tuple(map(_group, p.by_subject)), by_level=tuple(map(_group, p.by_level)),
+        fp_outputs=_outputs(p.fp_outputs, unit), quant_outputs=_outputs(p.quant_outputs, unit),
+        fp_lengths=p.fp_lengths, quant_lengths=p.quant_lengths, fp_execution=p.executions[0],
+        quant_execution=p.executions[1])
 
 
 def compare(fp_attempts: Sequence[Attempt], quant_attempts: Sequence[Attempt], *, fp_label: str | None = None,
@@ -259,35 +231,8 @@ def compare(fp_attempts: Sequence[Attempt], quant_attempts: Sequence[Attempt], *
 
     Raises PairingError (a ValueError) when one side holds two attempts with the same key, or nothing pairs up.
     """
-    fp_index, quant_index = _index(fp_attempts, "full precision"), _index(quant_attempts, "quantized")
-    present = [(fp_index[k], quant_index[k]) for k in fp_index if k in quant_index]
-    if not present:
-        raise PairingError("no attempt pairs up: the two sets share no (problem id, sample index)")
-    usable = [(fp, q) for fp, q in present if fp.correct is not None and q.correct is not None]
-    right_to_wrong = tuple((fp, q) for fp, q in usable if fp.correct and not q.correct)
-    wrong_to_right = tuple((fp, q) for fp, q in usable if not fp.correct and q.correct)
-    unit = "tokens" if all(a.completion_tokens is not None for pair in present for a in pair) else "words"
-    lengths = (LengthSummary.of(fp for fp, _ in present), LengthSummary.of(q for _, q in present))
-    if not any(s.has_thinking for s in lengths):
-        lengths = (None, None)
-    default_labels = _calibrated_labels(fp_attempts, quant_attempts)
-    return Comparison(
-        fp_label=fp_label or default_labels[0], quant_label=quant_label or default_labels[1],
-        fp_total=len(fp_attempts), quant_total=len(quant_attempts), paired=len(present),
-        unpaired_fp=len(fp_index) - len(present), unpaired_quant=len(quant_index) - len(present),
-        ungradable_pairs=len(present) - len(usable),
-        fp=Accuracy(sum(bool(fp.correct) for fp, _ in usable), len(usable)),
-        quant=Accuracy(sum(bool(q.correct) for _, q in usable), len(usable)),
-        both_right=sum(bool(fp.correct and q.correct) for fp, q in usable),
-        both_wrong=sum(not fp.correct and not q.correct for fp, q in usable),
-        right_to_wrong_pairs=right_to_wrong, wrong_to_right_pairs=wrong_to_right,
-        p_value=mcnemar_exact(len(right_to_wrong), len(wrong_to_right)),
-        difference_interval=paired_difference_interval(len(right_to_wrong), len(wrong_to_right), len(usable)),
-        by_subject=_groups(usable, lambda a: a.problem.subject),
-        by_level=_groups(usable, lambda a: a.problem.level),
-        fp_outputs=_outputs([fp for fp, _ in present], unit),
-        quant_outputs=_outputs([q for _, q in present], unit), fp_lengths=lengths[0], quant_lengths=lengths[1],
-        fp_execution=execution_of(fp_attempts), quant_execution=execution_of(quant_attempts))
+    return comparison_of(pair_up(lambda: fp_attempts, lambda: quant_attempts), fp_label=fp_label,
+                         quant_label=quant_label)
 
 
 # --- the Markdown report (the JSON one is in comparison_json) -------------------------------------
@@ -355,32 +300,64 @@ def to_markdown(c: Comparison, max_flips: int = 20) -> str:
 
 # --- files ----------------------------------------------------------------------------------------
 
-def write_comparison(fp: list[Attempt], quant: list[Attempt], out: Path, *, fp_label: str | None = None,
+def _write(fp: Read, quant: Read, out: Path, *, fp_label: str | None, quant_label: str | None,
+           files: bool) -> tuple[Comparison, list[str]]:
+    """Pair the sides (streamed), then write every report file into ``out``; nothing is written (``out`` not
+    even made) when they do not pair up. ``files``: the sides are files (keep briefs, require grades)."""
+    failures = FailureSpool()
+    try:
+        keeps = {"keep_fp": Brief.answer_of, "keep_quant": Brief.of} if files else {}
+        paired = pair_up(fp, quant, **keeps, on_quant=failures, require_graded=files)
+        comparison = comparison_of(paired, fp_label=fp_label, quant_label=quant_label)
+        out.mkdir(parents=True, exist_ok=True)
+        write_atomic(out / COMPARISON_JSON, json_chunks(comparison))
+        write_atomic(out / COMPARISON_MD, [to_markdown(comparison)])
+        written = [COMPARISON_JSON, COMPARISON_MD]
+        accuracy_plot(comparison, out / ACCURACY_BY_SUBJECT_PNG,
+                      title="Accuracy by subject" if comparison.by_subject else "Accuracy")
+        written.append(ACCURACY_BY_SUBJECT_PNG)
+        if comparison.by_level:
+            accuracy_plot(comparison, out / ACCURACY_BY_LEVEL_PNG, comparison.by_level, title="Accuracy by level")
+            written.append(ACCURACY_BY_LEVEL_PNG)
+        flips_plot(comparison, out / FLIPS_PNG)
+        if comparison.fp_lengths is not None:
+            lengths_plot(comparison, paired.fp_thinking, paired.quant_thinking, out / LENGTHS_PNG)
+        failures.write(out / FLIPPED_FAILURES, out / ALL_FAILURES)
+    finally:
+        failures.close()
+    written += [FLIPS_PNG, *([LENGTHS_PNG] if comparison.fp_lengths is not None else []), FLIPPED_FAILURES,
+                ALL_FAILURES]
+    return comparison, written
+
+
+def write_comparison(fp: Sequence[Attempt], quant: Sequence[Attempt], out: Path, *, fp_label: str | None = None,
                      quant_label: str | None = None) -> tuple[Comparison, list[str]]:
     """Compare ``fp`` with ``quant`` and write the report into the folder ``out``; returns the comparison
     and the names of the files written (the ``*_JSON``, ``*_MD``, ``*_PNG`` and failure constants above).
 
     Raises PairingError (from :func:`compare`) before anything is written when the two sets do not pair up.
     """
-    comparison = compare(fp, quant, fp_label=fp_label, quant_label=quant_label)
-    out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / COMPARISON_JSON, [json.dumps(to_json(comparison), indent=2, ensure_ascii=False) + "\n"])
-    write_atomic(out / COMPARISON_MD, [to_markdown(comparison)])
-    written = [COMPARISON_JSON, COMPARISON_MD]
-    accuracy_plot(comparison, out / ACCURACY_BY_SUBJECT_PNG,
-                  title="Accuracy by subject" if comparison.by_subject else "Accuracy")
-    written.append(ACCURACY_BY_SUBJECT_PNG)
-    if comparison.by_level:
-        accuracy_plot(comparison, out / ACCURACY_BY_LEVEL_PNG, comparison.by_level, title="Accuracy by level")
-        written.append(ACCURACY_BY_LEVEL_PNG)
-    flips_plot(comparison, out / FLIPS_PNG)
-    if comparison.fp_lengths is not None:
-        lengths_plot(comparison, fp, quant, out / LENGTHS_PNG)
-    write_records(out / FLIPPED_FAILURES, comparison.right_to_wrong)
-    write_records(out / ALL_FAILURES, [a for a in quant if a.correct is False])
-    written += [FLIPS_PNG, *([LENGTHS_PNG] if comparison.fp_lengths is not None else []), FLIPPED_FAILURES,
-                ALL_FAILURES]
-    return comparison, written
+    return _write(lambda: fp, lambda: quant, Path(out), fp_label=fp_label, quant_label=quant_label, files=False)
+
+
+def write_comparison_files(fp: Path, quant: Path, out: Path, *, fp_label: str | None = None,
+                           quant_label: str | None = None) -> tuple[Comparison, list[str]]:
+    """:func:`write_comparison` of two files of graded attempts, each streamed (memory stays bounded: a few
+    numbers per full-precision attempt); the comparison's flips hold :class:`Brief` records, not attempts.
+
+    A file without any grade, or with two attempts for one problem and sample, is an :class:`InputError` naming
+    it (as :func:`load_graded`); a PairingError when nothing pairs up."""
+    paths = {FULL_PRECISION: Path(fp), QUANTIZED: Path(quant)}
+    try:
+        return _write(lambda: iter_attempts(fp), lambda: iter_attempts(quant), Path(out), fp_label=fp_label,
+                      quant_label=quant_label, files=True)
+    except NoGraded as error:
+        raise InputError(paths[error.side], "no graded attempts: grade them first with `quantmedic grade`",
+                         field="correct") from None
+    except DuplicatePair as error:
+        raise InputError(paths[error.side], f"two attempts ({error.first}, {error.second}) for problem "
+                                            f"{error.key[0]} sample {error.key[1]}: give each sample its own "
+                                            "sampling.sample_index", field="sampling") from None
 
 
 def load_graded(path: Path) -> list[Attempt]:

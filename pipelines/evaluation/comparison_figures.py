@@ -11,8 +11,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from quantmedic.taxonomy.records import Attempt
-
     from quantmedic.pipelines.evaluation.compare import Comparison, GroupComparison
 
 
@@ -66,20 +64,12 @@ def flips_plot(c: Comparison, path: str | Path) -> Path:
     return figures.save_figure(fig, path)
 
 
-def _present_tokens(mine: Sequence[Attempt], other: Sequence[Attempt]) -> list[tuple[int, bool | None]]:
-    """Thinking tokens and outcome of ``mine``'s attempts that have thinking and a counterpart in ``other``."""
-    from quantmedic.pipelines.evaluation.lengths import thinking_tokens
-
-    keys = {(a.problem.id, a.sampling.sample_index) for a in other}
-    return [(t, a.correct) for a in mine
-            if (a.problem.id, a.sampling.sample_index) in keys and (t := thinking_tokens(a)) is not None]
-
-
-def lengths_plot(c: Comparison, fp: Sequence[Attempt], quant: Sequence[Attempt], path: str | Path) -> Path:
-    """Thinking tokens of both sides over the present pairs: their distributions (left) and by outcome (right)."""
+def lengths_plot(c: Comparison, fp: Sequence[tuple[int, bool | None]], quant: Sequence[tuple[int, bool | None]],
+                 path: str | Path) -> Path:
+    """Thinking tokens of both sides over the present pairs: their distributions (left) and by outcome (right).
+    ``fp`` and ``quant``: ``(thinking tokens, correct)`` of each side's present attempts that have thinking."""
     figures = _figures()
-    sides = [(label, color, _present_tokens(mine, other)) for label, color, mine, other in
-             ((c.fp_label, "#4C72B0", fp, quant), (c.quant_label, "#DD8452", quant, fp))]
+    sides = [(c.fp_label, "#4C72B0", fp), (c.quant_label, "#DD8452", quant)]
     fig, (left, right) = figures.plt.subplots(1, 2, figsize=(11, 4.2))
     values = [t for _, _, rows in sides for t, _ in rows]
     bins = figures.np.linspace(0, max(values) if values else 1, 31)

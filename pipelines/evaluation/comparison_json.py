@@ -10,6 +10,8 @@ either side has thinking.
 from __future__ import annotations
 
 import json
+import textwrap
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -57,8 +59,9 @@ def _flip_json(fp: Attempt, quant: Attempt) -> dict:
             "quantized_answer": quant.final_answer, "full_precision_attempt": fp.id, "quantized_attempt": quant.id}
 
 
-def to_json(c: Comparison) -> dict:
-    """The comparison as plain JSON data (flips as problem ids and answers, not whole attempts)."""
+def to_json(c: Comparison, *, flips: bool = True) -> dict:
+    """The comparison as plain JSON data (flips as problem ids and answers, not whole attempts; with
+    ``flips=False``, their lists are left empty)."""
     data = {
         "full_precision": {"label": c.fp_label, "attempts": c.fp_total, "unpaired": c.unpaired_fp,
                            "execution": c.fp_execution, **_accuracy_json(c.fp)},
@@ -73,12 +76,35 @@ def to_json(c: Comparison) -> dict:
         "by_subject": [_group_json(g) for g in c.by_subject],
         "by_level": [_group_json(g) for g in c.by_level],
         "outputs": {"full_precision": _outputs_json(c.fp_outputs), "quantized": _outputs_json(c.quant_outputs)},
-        "right_to_wrong": [_flip_json(fp, q) for fp, q in c.right_to_wrong_pairs],
-        "wrong_to_right": [_flip_json(fp, q) for fp, q in c.wrong_to_right_pairs],
+        "right_to_wrong": [_flip_json(fp, q) for fp, q in c.right_to_wrong_pairs] if flips else [],
+        "wrong_to_right": [_flip_json(fp, q) for fp, q in c.wrong_to_right_pairs] if flips else [],
     }
     if c.fp_lengths is not None and c.quant_lengths is not None:
         data["lengths"] = {"full_precision": c.fp_lengths.to_json(), "quantized": c.quant_lengths.to_json()}
     return data
+
+
+def _flips_text(pairs: Iterable[tuple[Attempt, Attempt]]) -> Iterator[str]:
+    """A list of flips as ``json.dumps(..., indent=2)`` writes it one level down, one flip at a time."""
+    first = True
+    for fp, quant in pairs:
+        yield ("[\n" if first else ",\n") + textwrap.indent(json.dumps(_flip_json(fp, quant), indent=2,
+                                                                     ensure_ascii=False), "    ")
+        first = False
+    yield "[]" if first else "\n  ]"
+
+
+def json_chunks(c: Comparison) -> Iterator[str]:
+    """The text of ``json.dumps(to_json(c), indent=2, ensure_ascii=False)`` and a newline, in pieces: each flip
+    is rendered as it is written, so the flips are never all held as JSON data or as text."""
+    data = to_json(c, flips=False)
+    data.update((key, f"\0{key}\0") for key in ("right_to_wrong", "wrong_to_right"))  # placeholders, in place
+    rest = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    for key, pairs in (("right_to_wrong", c.right_to_wrong_pairs), ("wrong_to_right", c.wrong_to_right_pairs)):
+        head, rest = rest.split(json.dumps(f"\0{key}\0"), 1)
+        yield head
+        yield from _flips_text(pairs)
+    yield rest
 
 
 # --- reading ----------------------------------------------------------------------------------------

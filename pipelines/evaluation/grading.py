@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,13 +31,15 @@ from rich.console import Console
 
 from quantmedic.judge.adapters import load_attempts
 from quantmedic.judge.answers import extract_final_answer, last_boxed
-from quantmedic.judge.metrics import Interval, wilson_interval
 from quantmedic.taxonomy.jsonl import read_records, write_records
 from quantmedic.taxonomy.records import Attempt
 
 from quantmedic.pipelines.data import shipped_path
 from quantmedic.pipelines.evaluation.benchmarks import LETTERS
-from quantmedic.pipelines.evaluation.pool import Failure, run_pool
+from quantmedic.pipelines.evaluation.grade_summary import (Agreement, Disagreement, GradingSummary,  # noqa: F401
+                                                         UNGRADABLE, agreement, agreement_of, attempt_label,
+                                                         summarize)
+from quantmedic.pipelines.evaluation.pool import Failure, iter_pool, run_pool
 
 MATH_VERIFY = "math-verify"
 LAST_EXPRESSION = "math-verify (no stated answer: last expression)"
@@ -45,7 +47,6 @@ STRING_MATCH = "string match (reference not parseable)"
 CHOICE = "choice letter"
 NO_ANSWER = "no final answer"
 THINKING_NEVER_ENDED = f"{NO_ANSWER}: the thinking never ended"
-UNGRADABLE = "ungradable"
 TIMEOUT = "ungradable: timeout"
 NO_REFERENCE = "ungradable: no reference answer"
 
@@ -245,16 +246,37 @@ def grade_attempts(attempts: Sequence[Attempt], *, workers: int = 2, timeout: fl
     with). ``check`` is for tests and other graders: a module-level function ``GradeItem -> Grade``.
     ``on_graded(index, attempt)`` is called with each graded attempt as it comes (to save it at once).
     """
-    items = [grade_item_of(a) for a in attempts]
+    graded: list = [None] * len(attempts)
+    with closing(iter_graded(attempts, workers=min(workers, len(attempts) or workers), timeout=timeout,
+                             check=check)) as results:
+        for done, (i, attempt) in enumerate(results, start=1):
+            graded[i] = attempt
+            if on_graded is not None:
+                on_graded(i, attempt)
+            if progress is not None:
+                progress(done, len(attempts))
+    return graded
+
+
+def iter_graded(attempts: Iterable[Attempt], *, workers: int = 2, timeout: float = 5.0,
+                check: Check = grade_item) -> Iterator[tuple[int, Attempt]]:
+    """``(index, graded attempt)`` in the order they finish, as :func:`grade_attempts` grades them, reading
+    ``attempts`` (any iterable) only as the workers have room: only the attempts in flight are held."""
+    flight: dict[int, tuple[Attempt, GradeItem]] = {}
+
+    def items() -> Iterator[GradeItem]:
+        for i, attempt in enumerate(attempts):
+            flight[i] = (attempt, grade_item_of(attempt))
+            yield flight[i][1]
 
     def graded(i: int, g: Grade) -> Attempt:
-        a = attempts[i]
+        a, item = flight.pop(i)
         return a.model_copy(update={"correct": g.correct, "grading": g.grading, "final_answer": g.final_answer
-                                    or (_stated(items[i]) if g.correct is None else None) or a.final_answer})
+                                    or (_stated(item) if g.correct is None else None) or a.final_answer})
 
-    on_grade = None if on_graded is None else (lambda i, g: on_graded(i, graded(i, g)))
-    grades = grade_items(items, workers=workers, timeout=timeout, check=check, progress=progress, on_grade=on_grade)
-    return [graded(i, g) for i, g in enumerate(grades)]
+    grades = iter_pool(check, items(), on_failure=_ungradable, workers=workers, timeout=timeout,
+                       setup=_prepare_worker, preload=(__name__, "math_verify"))
+    return ((i, graded(i, g)) for i, g in grades)
 
 
 def _stated(item: GradeItem) -> str | None:
@@ -267,107 +289,7 @@ def _stated(item: GradeItem) -> str | None:
     return _clean(stated) if stated else None
 
 
-# --- summaries and the agreement check ----------------------------------------------------------------
-
-def attempt_label(attempt: Attempt) -> str:
-    """The model and its quantization, for tables: ``qwen [awq 4-bit]``."""
-    q = attempt.quantization
-    if q is None or q.method.lower() in ("none", "fp", "bf16", "fp16"):
-        return attempt.model
-    return f"{attempt.model} [{q.method}{f' {q.bits}-bit' if q.bits else ''}]"
-
-
-@dataclass(frozen=True)
-class GradingSummary:
-    """Counts of one group of graded attempts, with the accuracy over the gradable ones."""
-
-    label: str
-    total: int
-    correct: int
-    wrong: int
-    ungradable: int
-    ungradable_reasons: tuple[tuple[str, int], ...]
-
-    @property
-    def accuracy(self) -> float | None:
-        graded = self.correct + self.wrong
-        return self.correct / graded if graded else None
-
-    @property
-    def interval(self) -> Interval | None:
-        return wilson_interval(self.correct, self.correct + self.wrong)
-
-
-def summarize(graded: Sequence[Attempt]) -> list[GradingSummary]:
-    """One summary per model label, in order of appearance, then ``all`` when there are several."""
-    groups: dict[str, list[Attempt]] = {}
-    for attempt in graded:
-        groups.setdefault(attempt_label(attempt), []).append(attempt)
-    if len(groups) > 1:
-        groups["all"] = list(graded)
-
-    def one(label: str, items: list[Attempt]) -> GradingSummary:
-        reasons = Counter(a.grading or UNGRADABLE for a in items if a.correct is None)
-        return GradingSummary(label, len(items), sum(a.correct is True for a in items),
-                              sum(a.correct is False for a in items), sum(reasons.values()),
-                              tuple(reasons.most_common()))
-
-    return [one(label, items) for label, items in groups.items()]
-
-
-@dataclass(frozen=True)
-class Disagreement:
-    """One attempt where the grader and the given label differ."""
-
-    attempt_id: str
-    source_id: str | None
-    model: str
-    expected: bool | None
-    got: bool | None
-    final_answer: str | None
-    reference_answer: str | None
-    grading: str | None
-    labelled_by: str | None = None  # how the given label was decided (the input's grading), if it says
-
-
-@dataclass(frozen=True)
-class Agreement:
-    """How often the grader agrees with given ``correct`` labels."""
-
-    total: int
-    agreeing: int
-    disagreements: tuple[Disagreement, ...]
-
-    @property
-    def rate(self) -> float:
-        return self.agreeing / self.total if self.total else 0.0
-
-    @property
-    def interval(self) -> Interval | None:
-        """The agreement's 95% Wilson interval (None with no labelled attempt)."""
-        return wilson_interval(self.agreeing, self.total)
-
-
-def agreement(labelled: Sequence[Attempt], graded: Sequence[Attempt]) -> Agreement:
-    """Compare given labels with the grader's, attempt by attempt (same order, same ids).
-
-    An ungradable attempt (``correct`` None) counts as a disagreement; unlabelled ones are skipped.
-    """
-    if len(labelled) != len(graded):
-        raise ValueError(f"{len(labelled)} labelled attempts but {len(graded)} graded ones")
-    disagreements, total = [], 0
-    for given, ours in zip(labelled, graded):
-        if given.id != ours.id:
-            raise ValueError(f"attempt {given.id} was paired with {ours.id}")
-        if given.correct is None:
-            continue
-        total += 1
-        if ours.correct != given.correct:
-            disagreements.append(Disagreement(ours.id, ours.problem.source_id, ours.model, given.correct,
-                                              ours.correct, ours.final_answer, ours.problem.reference_answer,
-                                              ours.grading, given.grading))
-    return Agreement(total, total - len(disagreements), tuple(disagreements))
-
+# --- the agreement check ------------------------------------------------------------------------------
 
 def check_gsm8k(*, workers: int = 2, timeout: float = 5.0, limit: int | None = None,
                 progress: Callable[[int, int], None] | None = None) -> Agreement:

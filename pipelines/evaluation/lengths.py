@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
+from array import array
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist, fmean, median, stdev
 from typing import Any, NamedTuple
@@ -181,6 +182,37 @@ def length_numbers(attempt: Attempt) -> LengthNumbers:
                          0 if t is None else count_reflections(t.text))
 
 
+class LengthColumns:
+    """The :class:`LengthNumbers` of many attempts, kept compactly (about 30 bytes each, in arrays); iterating
+    gives them back in order."""
+
+    _NONE = -1  # for a count that is None
+
+    def __init__(self) -> None:
+        self.flags = bytearray()  # correct (0 wrong, 1 right, 2 None), then the three booleans as bits 2-4
+        self.counts = array("q")  # thinking tokens, solution tokens, sections, reflections, per attempt
+
+    def append(self, r: LengthNumbers) -> None:
+        self.flags.append((2 if r.correct is None else int(r.correct)) | r.thinking_estimated << 2
+                          | r.solution_estimated << 3 | r.truncated << 4)
+        self.counts.extend((self._NONE if r.thinking_tokens is None else r.thinking_tokens,
+                            self._NONE if r.solution_tokens is None else r.solution_tokens, r.sections, r.reflections))
+
+    def __len__(self) -> int:
+        return len(self.flags)
+
+    def any_thinking(self) -> bool:
+        return any(tokens != self._NONE for tokens in self.counts[0::4])
+
+    def __iter__(self) -> Iterator[LengthNumbers]:
+        counts = self.counts
+        for i, f in enumerate(self.flags):
+            thinking, solution, sections, reflections = counts[4 * i:4 * i + 4]
+            yield LengthNumbers(None if f & 3 == 2 else bool(f & 1), None if thinking == self._NONE else thinking,
+                                bool(f & 4), None if solution == self._NONE else solution, bool(f & 8), sections,
+                                bool(f & 16), reflections)
+
+
 @dataclass(frozen=True)
 class LengthStats:
     """The length statistics of some attempts; every thinking statistic is None when none has thinking.
@@ -201,18 +233,29 @@ class LengthStats:
     reflections_per_1k: Distribution | None
 
     @classmethod
-    def of(cls, rows: Sequence[LengthNumbers]) -> LengthStats:
-        traces = [r for r in rows if r.thinking_tokens is not None]
-        solutions = [r for r in rows if r.solution_tokens is not None]
-        truncated = sum(r.truncated for r in traces)
-        rates = [1000 * r.reflections / r.thinking_tokens for r in traces if r.thinking_tokens]
-        return cls(len(rows), len(traces),
-                   Distribution.of([r.thinking_tokens for r in traces], sum(r.thinking_estimated for r in traces)),
-                   Distribution.of([r.solution_tokens for r in solutions],
-                                   sum(r.solution_estimated for r in solutions)),
-                   Distribution.of([r.sections for r in traces]), truncated,
-                   truncated / len(traces) if traces else None, wilson_interval(truncated, len(traces)),
-                   sum(r.reflections for r in traces), Distribution.of(rates))
+    def of(cls, rows: Iterable[LengthNumbers]) -> LengthStats:
+        """From the numbers of some attempts, in one pass (the values kept in compact arrays)."""
+        thinking, solution, sections, rates = array("q"), array("q"), array("q"), array("d")
+        attempts = thinking_estimated = solution_estimated = truncated = reflections = 0
+        for r in rows:
+            attempts += 1
+            if r.solution_tokens is not None:
+                solution.append(r.solution_tokens)
+                solution_estimated += r.solution_estimated
+            if r.thinking_tokens is None:
+                continue
+            thinking.append(r.thinking_tokens)
+            thinking_estimated += r.thinking_estimated
+            sections.append(r.sections)
+            truncated += r.truncated
+            reflections += r.reflections
+            if r.thinking_tokens:
+                rates.append(1000 * r.reflections / r.thinking_tokens)
+        traces = len(thinking)
+        return cls(attempts, traces, Distribution.of(thinking, thinking_estimated),
+                   Distribution.of(solution, solution_estimated), Distribution.of(sections), truncated,
+                   truncated / traces if traces else None, wilson_interval(truncated, traces), reflections,
+                   Distribution.of(rates))
 
     def to_json(self) -> dict:
         w = self.truncated_wilson95
@@ -248,9 +291,16 @@ class LengthSummary:
     @classmethod
     def of(cls, attempts: Iterable[Attempt]) -> LengthSummary:
         """From any iterable of attempts, in one pass."""
-        rows = [length_numbers(a) for a in attempts]
-        return cls(LengthStats.of(rows), LengthStats.of([r for r in rows if r.correct is True]),
-                   LengthStats.of([r for r in rows if r.correct is False]))
+        columns = LengthColumns()
+        for attempt in attempts:
+            columns.append(length_numbers(attempt))
+        return cls.of_numbers(columns)
+
+    @classmethod
+    def of_numbers(cls, rows: Iterable[LengthNumbers]) -> LengthSummary:
+        """From the numbers of some attempts (iterated three times: a list, or :class:`LengthColumns`)."""
+        return cls(LengthStats.of(rows), LengthStats.of(r for r in rows if r.correct is True),
+                   LengthStats.of(r for r in rows if r.correct is False))
 
     @property
     def has_thinking(self) -> bool:

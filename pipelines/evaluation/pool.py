@@ -8,12 +8,14 @@ cannot start at all is an error (:class:`PoolError`).
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from contextlib import closing
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any, Generic, TypeVar
@@ -22,6 +24,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 PREFETCH = 2  # items in flight per worker: the running one and the next
+_NOTHING = object()
 
 TIMEOUT = "timeout"
 CRASH = "crash"
@@ -131,29 +134,27 @@ def _start_fork_server() -> None:
 
 
 class _Pool(Generic[T, R]):
-    """The state of one :func:`run_pool` call: the workers, the items not sent yet, the results."""
+    """The state of one pool run: the workers, the items taken from the input and not finished yet (only
+    those are held: the input is read as workers have room), and the results not handed out yet."""
 
-    def __init__(self, items: Sequence[T], check: Callable[[T], R], workers: int, timeout: float,
-                 on_failure: Callable[[T, Failure], R], setup: Callable[[], None] | None, preload: Sequence[str],
-                 progress: Callable[[int, int], None] | None, on_result: Callable[[int, R], None] | None = None):
-        self.items, self.check, self.timeout, self.on_failure = items, check, timeout, on_failure
-        self.setup, self.progress, self.on_result = setup, progress, on_result
-        self.results: list[Any] = [None] * len(items)
-        self.done = 0
-        self.pending = deque(range(len(items)))
+    def __init__(self, items: Iterable[T], check: Callable[[T], R], workers: int, timeout: float,
+                 on_failure: Callable[[T, Failure], R], setup: Callable[[], None] | None, preload: Sequence[str]):
+        self.check, self.timeout, self.on_failure, self.setup = check, timeout, on_failure, setup
+        self.source = enumerate(items)
+        self.exhausted = False
+        self.items: dict[int, T] = {}  # taken and not finished
+        self.pending: deque[int] = deque()  # taken and not sent (requeued after a worker died)
+        self.finished: deque[tuple[int, R]] = deque()
         self.context = _context(preload)
-        self.workers = [self._start() for _ in range(min(workers, len(items)))]
+        self.count = workers
+        self.workers: list[_Worker] = []
 
     def _start(self) -> _Worker:
         return _Worker(self.context, self.check, self.setup)
 
     def _finish(self, index: int, result: R) -> None:
-        self.results[index] = result
-        self.done += 1
-        if self.on_result is not None:
-            self.on_result(index, result)
-        if self.progress is not None:
-            self.progress(self.done, len(self.items))
+        del self.items[index]
+        self.finished.append((index, result))
 
     def _replace(self, worker: _Worker, failure: Failure | None) -> None:
         """Fail the running item (if any) with ``failure``, requeue the waiting ones, start a fresh worker."""
@@ -164,10 +165,21 @@ class _Pool(Generic[T, R]):
             self.pending.extendleft(reversed(worker.sent))
         self.workers[self.workers.index(worker)] = self._start()
 
+    def _take(self) -> int | None:
+        """The next item to send: a requeued one, else the next of the input (None when there is none)."""
+        if self.pending:
+            return self.pending.popleft()
+        if not self.exhausted:
+            taken = next(self.source, None)
+            if taken is not None:
+                self.items[taken[0]] = taken[1]
+                return taken[0]
+            self.exhausted = True
+        return None
+
     def _feed(self) -> None:
         for worker in self.workers:
-            while worker.ready and len(worker.sent) < PREFETCH and self.pending:
-                index = self.pending.popleft()
+            while worker.ready and len(worker.sent) < PREFETCH and (index := self._take()) is not None:
                 try:
                     worker.send(index, self.items[index], self.timeout)
                 except OSError:  # it died since it was last seen (BrokenPipeError): _handle replaces it
@@ -194,19 +206,40 @@ class _Pool(Generic[T, R]):
         elif worker.sent and time.monotonic() >= worker.deadline:
             self._replace(worker, Failure(TIMEOUT, TIMEOUT))
 
-    def run(self) -> list[R]:
+    def run(self) -> Iterator[tuple[int, R]]:
         try:
-            while self.done < len(self.items):
+            self.workers = [self._start() for _ in range(self.count)]
+            while self.items or not self.exhausted:
                 self._feed()
+                if self.exhausted and not self.items:
+                    break
                 waits = [w.deadline - time.monotonic() for w in self.workers if w.sent]
                 ready = wait([w.conn for w in self.workers] + [w.process.sentinel for w in self.workers],
                              timeout=max(0.0, min(waits)) if waits else None)
                 for worker in list(self.workers):
                     self._handle(worker, ready)
+                while self.finished:
+                    yield self.finished.popleft()
         finally:
             for worker in self.workers:
                 worker.stop(kill=bool(worker.sent))
-        return self.results
+
+
+def iter_pool(check: Callable[[T], R], items: Iterable[T], *, on_failure: Callable[[T, Failure], R],
+              workers: int = 2, timeout: float = 5.0, setup: Callable[[], None] | None = None,
+              preload: Sequence[str] = ()) -> Iterator[tuple[int, R]]:
+    """``(index, check(item))`` for each item of ``items`` (any iterable, read only as workers have room), in
+    the order they finish: :func:`run_pool` without holding the items or the results. Closing the iterator
+    early stops the workers."""
+    if workers < 1:
+        raise ValueError("workers must be at least 1")
+    if timeout <= 0:
+        raise ValueError("timeout must be positive")
+    source = iter(items)
+    first = next(source, _NOTHING)
+    if first is _NOTHING:
+        return (result for result in ())  # no worker started
+    return _Pool(itertools.chain([first], source), check, workers, timeout, on_failure, setup, preload).run()
 
 
 def run_pool(check: Callable[[T], R], items: Sequence[T], *, on_failure: Callable[[T, Failure], R],
@@ -226,10 +259,13 @@ def run_pool(check: Callable[[T], R], items: Sequence[T], *, on_failure: Callabl
     >>> run_pool(abs, [-2, 3], on_failure=lambda item, failure: None, workers=1)
     [2, 3]
     """
-    if workers < 1:
-        raise ValueError("workers must be at least 1")
-    if timeout <= 0:
-        raise ValueError("timeout must be positive")
-    if not items:
-        return []
-    return _Pool(items, check, workers, timeout, on_failure, setup, preload, progress, on_result).run()
+    results: list[Any] = [None] * len(items)
+    with closing(iter_pool(check, items, on_failure=on_failure, workers=min(workers, len(items) or workers),
+                           timeout=timeout, setup=setup, preload=preload)) as pool:
+        for done, (index, result) in enumerate(pool, start=1):
+            results[index] = result
+            if on_result is not None:
+                on_result(index, result)
+            if progress is not None:
+                progress(done, len(items))
+    return results
