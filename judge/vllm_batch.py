@@ -47,7 +47,7 @@ class BatchFailed(RuntimeError):
     """``vllm run-batch`` could not run a batch; its requests stay in flight, so a rerun retries it."""
 
     def __init__(self, message: str, *, batch: str | None = None, log: Path | None = None):
-        tail = f" (log {log}):\n{clean(log_tail(log, lines=15, chars=2000))}" if log else ""
+        tail = f" (log {log}):\n{clean(log_tail(log, lines=30, chars=3000))}" if log else ""
         super().__init__(f"{message}{tail}")
         self.batch, self.log = batch, log
 
