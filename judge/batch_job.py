@@ -1,12 +1,12 @@
-"""Judging through a batch executor (``--executor vllm-batch``; the OpenAI Batch API is not built yet): passes over the input
+"""Judging through a batch executor (``--executor vllm-batch`` or ``openai-batch``): passes over the input
 until every request has its answer.
 
 A pass judges as the online path does, but each backend answers from the run's
 :class:`~.batch_store.BatchStore`: an item whose request has no result yet is deferred (no verdict), its
 request queued. After the pass the executor runs (or submits, or collects) a batch of what was queued,
 and the next pass reads the answers, through the same validation, cache and records as online answers;
-an invalid answer's re-ask is one more pass. An executor whose batch is still running (as a remote
-batch API's would be) ends the run: a rerun collects the batch instead of sending it again.
+an invalid answer's re-ask is one more pass. An executor whose batch is still running (the OpenAI
+Batch API's 24-hour window) ends the run: a rerun collects the batch instead of sending it again.
 """
 
 from __future__ import annotations
@@ -29,20 +29,29 @@ class BatchSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    executor: Literal["online", "vllm-batch"] = Field("online", description=(
-        "online (requests as they come) or vllm-batch (vLLM's offline runner, `vllm run-batch`, on this machine: "
-        "give --vllm-model; the answers are the judge --model's). Batches use the OpenAI batch file format and "
-        "feed the same validation, cache and verdicts as online answers."))
+    executor: Literal["online", "vllm-batch", "openai-batch"] = Field("online", description=(
+        "online (requests as they come), vllm-batch (vLLM's offline runner, `vllm run-batch`, on this machine: "
+        "give --vllm-model; the answers are the judge --model's) or openai-batch (the OpenAI Batch API at "
+        "--base-url: half the price, a 24-hour window; the batch ids are kept in --batch-dir and a rerun polls "
+        "and collects instead of sending again; expired or failed lines go in the next batch). Batches use the "
+        "OpenAI batch file format and feed the same validation, cache and verdicts as online answers."))
     batch_dir: Path | None = Field(None, description=(
         "The batch run's state folder (request and result files, batch ids). Default: <--out>.batch beside it."))
     vllm_model: str | None = Field(None, description=(
         "For vllm-batch: the model vLLM loads (a local folder or an HF id); requests name it as --model."))
     vllm_command: str = Field("vllm", description="For vllm-batch: the vllm executable (e.g. .venv-vllm/bin/vllm).")
+    wait: bool = Field(False, description=(
+        "For openai-batch: poll until the batch is done instead of exiting after submitting it."))
+    poll_seconds: float = Field(30.0, gt=0, description="For openai-batch with --wait: seconds between polls.")
 
     def executor_for(self, endpoint) -> BatchExecutor | None:
         """The executor of these settings for the judge at ``endpoint``; None when online."""
         if self.executor == "online":
             return None
+        if self.executor == "openai-batch":
+            from .openai_batch import OpenAIBatchAPI
+            return OpenAIBatchAPI(base_url=endpoint.base_url, api_key=endpoint.api_key, wait=self.wait,
+                                  poll_seconds=self.poll_seconds)
         if not self.vllm_model:
             raise FieldError("vllm_model", "give the model vLLM loads for --executor vllm-batch")
         from .vllm_batch import VllmRunBatch

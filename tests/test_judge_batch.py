@@ -59,3 +59,32 @@ def test_vllm_run_batch_judges_and_a_rerun_sends_nothing(tmp_path):
     # ok verdicts are skipped; any unscored one (a 135M judge) is re-read from the cache: nothing is sent
     assert re.search(r"requests sent / from cache\s*│\s*0 /", again.stderr), again.stderr
     assert request_lines(batch) == lines  # and no new batch
+
+
+KEY = "sk-batch-SECRET-77c1e2"
+
+
+def test_openai_batch_submits_then_a_rerun_collects_at_half_the_price(tmp_path):
+    from .support.openai_batch_standin import OpenAIBatchStandin
+
+    out, batch = tmp_path / "v.jsonl", tmp_path / "batch"
+    with OpenAIBatchStandin(KEY, polls=1, echo_key=True) as server:
+        args = ("judge", "processbench-gsm8k", "--limit", "3", "--out", out, "--cache", tmp_path / "c.sqlite",
+                "--executor", "openai-batch", "--base-url", server.base_url, "-m", "gpt-4o-mini",
+                "--batch-dir", batch, "--price-input", "2", "--price-output", "8")
+        first = cli(*args, env={"OPENAI_API_KEY": KEY})
+        assert first.returncode == 0, first.stderr
+        assert "submitted" in first.stderr and "rerun" in first.stderr and not out.exists()
+        second = cli(*args, env={"OPENAI_API_KEY": KEY})
+        assert second.returncode == 0, second.stderr
+        verdicts = read_records(out, Verdict)
+        assert len(verdicts) == 3 and {v.status for v in verdicts} == {"ok"}
+        assert "50% of the online price" in second.stderr
+        assert server.calls("POST", "/v1/batches") == 1  # the rerun collected, it did not submit again
+        third = cli(*args, env={"OPENAI_API_KEY": KEY})
+        assert third.returncode == 0 and "nothing new to write" in third.stderr
+        assert server.calls("POST", "/v1/batches") == 1
+    for run in (first, second, third):
+        assert KEY not in run.stdout + run.stderr
+    for path in tmp_path.rglob("*"):
+        assert not path.is_file() or KEY.encode() not in path.read_bytes(), path

@@ -20,6 +20,7 @@ from rich.markup import escape
 from quantmedic.judge.batch_job import BatchSettings
 from quantmedic.judge.cache import default_cache_path
 from quantmedic.judge.job import JudgeJob
+from quantmedic.judge.openai_batch import BatchAPIError
 from quantmedic.judge.vllm_batch import BatchFailed
 from quantmedic.judge.eval_job import EvalJob, run_judge_eval
 from quantmedic.judge.job import dry_run as render_dry_run, run_judge_job
@@ -121,6 +122,9 @@ def reaching_the_endpoint() -> Iterator[None]:
     the command line's usual one line)."""
     try:
         yield
+    except BatchAPIError as error:
+        stderr.print(f"[red]error:[/red] {escape(str(error))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_ABORTED) from None
     except BatchFailed as error:  # the first line names the batch and its log; the log holds the rest
         stderr.print(f"[red]error:[/red] {escape(str(error).splitlines()[0])}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_ABORTED) from None
@@ -161,6 +165,8 @@ def judge(
     batch_dir: Annotated[Optional[Path], described(BatchSettings, "batch_dir", "--batch-dir")] = None,
     vllm_model: Annotated[Optional[str], described(BatchSettings, "vllm_model", "--vllm-model")] = None,
     vllm_command: Annotated[str, described(BatchSettings, "vllm_command", "--vllm-command")] = B.vllm_command,
+    wait: Annotated[bool, described(BatchSettings, "wait", "--wait")] = B.wait,
+    poll_seconds: Annotated[float, described(BatchSettings, "poll_seconds", "--poll-seconds")] = B.poll_seconds,
 ) -> None:
     """Find the [bold]first wrong step[/bold] of each failed solution and classify its error.
 
@@ -181,7 +187,7 @@ def judge(
     job = build_job(settings, input=resolve_input(input), out=out, taxonomy=load_taxonomy(taxonomy), cache=cache,
                     input_format=input_format, limit=limit, include_correct=include_correct, require_key=not dry_run)
     job = with_executor(job, BatchSettings, executor=executor, batch_dir=batch_dir, vllm_model=vllm_model,
-                        vllm_command=vllm_command)
+                        vllm_command=vllm_command, wait=wait, poll_seconds=poll_seconds)
     if not dry_run:
         check_job(job)  # outputs and cache, before the embedded judge starts or anything is sent
     warn_if_no_key(settings)
