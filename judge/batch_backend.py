@@ -9,7 +9,6 @@ so its item waits for a later pass. A failed line that is worth retrying (expire
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Callable
 
@@ -45,8 +44,7 @@ class BatchBackend:
             self.store.want(custom_id, body)
             raise Deferred()
         if result.ok:
-            completion = _completion_from(json.dumps(result.body).encode())
-            return dataclasses.replace(completion, content=clean(completion.content, self.endpoint.api_key))
+            return _completion_from(json.dumps(result.body).encode(), self.endpoint.api_key)  # cleaned there
         reason = clean(f"{result.error_code or f'HTTP {result.status}'}: {result.error or 'no message'}",
                        self.endpoint.api_key)
         if not result.retryable:
