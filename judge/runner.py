@@ -205,7 +205,8 @@ class JudgeRun:
         if degeneracy is not None:
             verdict = Verdict(attempt=attempt, status="ok", first_wrong_step=degeneracy.step, category=DEGENERATE,
                               subtype=degeneracy.kind, explanation=degeneracy.detail, confidence=1.0,
-                              judge_model="rules", taxonomy=self.taxonomy_label, config=self.fingerprint)
+                              judge_model="rules", taxonomy=self.taxonomy_label, config=self.fingerprint,
+                              decided_by="rules")
             self.stats.degenerate += 1
         elif self.thinking.judges_thinking(attempt):
             verdict = await judge_thinking(self, attempt)

@@ -186,6 +186,8 @@ NO_SOLUTION = "[no solution: the thinking never ended]"
 
 Status = Literal["ok", "unscored"]
 JudgeScope = Literal["solution", "thinking", "both"]
+Layer = Literal["judge", "checker", "rules"]
+"""What decided a verdict: an LLM judge, the deterministic step checker, or the degenerate-output rules."""
 
 
 class Usage(_Record):
@@ -250,6 +252,23 @@ class Verdict(_Record):
     agreement: float | None = Field(None, description="Share of scored judges that agree with the majority.")
     taxonomy: str = Field(description="The taxonomy used, 'name@version'.")
     config: str = Field("", description="Fingerprint of the judging configuration.")
+    decided_by: Layer = Field("judge", description=(
+        "The layer that decided: 'judge' (an LLM judge), 'checker' (the step checker's checked error, no "
+        "earlier step found wrong), 'rules' (degenerate output)."))
+    checked_step: int | None = Field(None, ge=0, description=(
+        "The step checker's checked error: the first step (0-based) with a false claimed computation, when the "
+        "checker ran and found one."))
+    checked_claim: str | None = Field(None, description="That step's false claim, e.g. '48 / 2 = 25 (true: 24)'.")
+    conflict: bool = Field(False, description=(
+        "The LLM verdict puts the first error after the checked error, or finds none: a human should look first."))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _rules_decided(cls, data: Any) -> Any:
+        """A verdict written before ``decided_by`` existed: 'rules' when its judge was the rules."""
+        if isinstance(data, dict) and "decided_by" not in data and data.get("judge_model") == "rules":
+            data = {**data, "decided_by": "rules"}
+        return data
 
     @model_validator(mode="after")
     def _derive_id(self) -> "Verdict":
