@@ -259,16 +259,14 @@ class Verdict(_Record):
         "The step checker's checked error: the first step (0-based) with a false claimed computation, when the "
         "checker ran and found one."))
     checked_claim: str | None = Field(None, description="That step's false claim, e.g. '48 / 2 = 25 (true: 24)'.")
-    conflict: bool = Field(False, description=(
-        "The LLM verdict puts the first error after the checked error, or finds none: a human should look first."))
+    conflict: bool = Field(False, description="The LLM verdict puts the first error after the checked error, or "
+                                              "finds none: a human should look first.")
 
     @model_validator(mode="before")
     @classmethod
-    def _rules_decided(cls, data: Any) -> Any:
-        """A verdict written before ``decided_by`` existed: 'rules' when its judge was the rules."""
-        if isinstance(data, dict) and "decided_by" not in data and data.get("judge_model") == "rules":
-            data = {**data, "decided_by": "rules"}
-        return data
+    def _rules_decided(cls, data: Any) -> Any:  # a verdict written before decided_by existed
+        rules = isinstance(data, dict) and "decided_by" not in data and data.get("judge_model") == "rules"
+        return {**data, "decided_by": "rules"} if rules else data
 
     @model_validator(mode="after")
     def _derive_id(self) -> "Verdict":
