@@ -255,9 +255,8 @@ class Verdict(_Record):
     decided_by: Layer = Field("judge", description=(
         "The layer that decided: 'judge' (an LLM judge), 'checker' (the step checker's checked error, no "
         "earlier step found wrong), 'rules' (degenerate output)."))
-    checked_step: int | None = Field(None, ge=0, description=(
-        "The step checker's checked error: the first step (0-based) with a false claimed computation, when the "
-        "checker ran and found one."))
+    checked_step: int | None = Field(None, ge=0, description="The step checker's checked error: the first step "
+                                                              "(0-based) with a false claimed computation.")
     checked_claim: str | None = Field(None, description="That step's false claim, e.g. '48 / 2 = 25 (true: 24)'.")
     conflict: bool = Field(False, description="The LLM verdict puts the first error after the checked error, or "
                                               "finds none: a human should look first.")
