@@ -156,6 +156,8 @@ def run_judge_eval(job: EvalJob, console: Console) -> tuple[MetaEvaluation, dict
             escalation = None
         else:
             verdicts, escalation = asyncio.run(_escalate(job, attempts, endpoints, cache, console))
-    evaluation = evaluate(verdicts, n_resamples=job.n_resamples, seed=job.seed)
+    checker = job.judging.checker
+    evaluation = evaluate(verdicts, n_resamples=job.n_resamples, seed=job.seed,
+                          final=f"checker {checker} + judge" if checker != "off" else None)
     metrics = write_outputs(job, verdicts, evaluation, escalation)
     return evaluation, metrics

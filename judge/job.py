@@ -21,12 +21,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TaskProgressColumn, TextColumn, \
     TimeRemainingColumn
 from rich.table import Table
+from rich.markup import escape
 from rich.text import Text
 
 from quantmedic.judge.adapters import iter_attempts, load_attempts
 from quantmedic.judge.backend import DEFAULT_TRANSPORT, ChatBackend, Endpoint, response_format_for
 from quantmedic.judge.cache import ResponseCache
-from quantmedic.judge.embedded import embedded_judge
+from quantmedic.judge.checker_tier import CheckerMode, asked, checked_error, with_note
+from quantmedic.judge.embedded import EmbeddedJudgeUnavailable, embedded_judge
 from quantmedic.judge.prompt import DEFAULT_PROMPT, SystemPrompt, build_messages, system_message
 from quantmedic.judge.retry import RetryPolicy
 from quantmedic.judge.degenerate import detect_degenerate
@@ -74,6 +76,8 @@ class JudgeJob:
     """None: online requests; else the batch executor that answers them (see :mod:`.batch_job`)."""
     batch_dir: Path | None = None
     """The batch run's state folder; default ``<out>.batch`` beside the output."""
+    checker: CheckerMode = "off"
+    """The step checker before the judges (see :mod:`.checker_tier`)."""
 
 
 def iter_selected(attempts: Iterable[Attempt], include_correct: bool, limit: int | None, skipped: Counter,
@@ -133,6 +137,8 @@ def summary_table(by_category: Counter, stats: RunStats, job: JudgeJob) -> Table
         table.add_row("windows of thinking judged", str(stats.windows))
         table.add_row("judged on the solution (no thinking)", str(stats.no_thinking))
         table.add_row("stopped at --max-tokens-per-item", str(stats.over_cap))
+    if job.checker != "off":
+        _layer_rows(table, stats, bool(job.endpoints))
     cost = run_cost(stats, job)
     if cost is not None:
         discount = job.executor.discount if job.executor else 1.0
@@ -140,6 +146,18 @@ def summary_table(by_category: Counter, stats: RunStats, job: JudgeJob) -> Table
             f"cost of this run (USD, {job.executor.name} at {discount:.0%} of the online price)"
         table.add_row(label, f"{cost:.4f}")
     return table
+
+
+def _layer_rows(table: Table, stats: RunStats, named_judge: bool) -> None:
+    """Which layer decided this run's verdicts (the step checker, an LLM judge, the rules) and what is left."""
+    table.add_section()
+    table.add_row("attempts with a checked error (step checker)", str(stats.checked_errors))
+    for layer, label in (("checker", "decided by the step checker"), ("judge", "decided by the LLM judge"),
+                         ("rules", "decided by the degenerate-output rules")):
+        table.add_row(label, str(stats.decided.get(layer, 0)))
+    table.add_row("conflicts (the judge's first error after the checked one)", str(stats.conflicts))
+    table.add_row("unscored" if named_judge else "left for a real judge (unscored)",
+                  str(stats.decided.get("unscored", 0)))
 
 
 def run_cost(stats: RunStats, job: JudgeJob) -> float | None:
@@ -171,10 +189,15 @@ def dry_run(job: JudgeJob, console: Console) -> int:
             _dry_window(planner, attempt, out)
             if job.thinking.scope == "thinking":
                 continue
+        found = checked_error(attempt) if job.checker != "off" else None
+        shown, note = asked(attempt, found, job.checker) if found else (attempt, "")
         out.write(f"=== attempt {attempt.id} ({len(attempt.steps)} steps) ===\n")
-        for prompt in prompts:
-            for message in build_messages(job.taxonomy, schema, attempt,
-                                          system=system_message(job.taxonomy, schema, prompt)):
+        if found:
+            out.write(f"(step checker, {job.checker}: step {found.step} claims {found.claim}"
+                      + ("; the checker decides, nothing is sent)\n" if shown is None else ")\n"))
+        for prompt in prompts if shown is not None else ():
+            for message in with_note(build_messages(job.taxonomy, schema, shown,
+                                                    system=system_message(job.taxonomy, schema, prompt)), note):
                 named = f" (prompt {prompt.name})" if len(prompts) > 1 and message["role"] == "system" else ""
                 out.write(f"--- {message['role']}{named} ---\n{message['content']}\n")
     out.flush()
@@ -200,7 +223,8 @@ def judge_config(job: JudgeJob, endpoints: tuple[Endpoint, ...]) -> JudgeConfig:
     """The judging configuration of ``job`` with these endpoints, one judge each."""
     specs = tuple(JudgeSpec(e, samples=job.samples, temperature=job.temperature, max_tokens=job.max_tokens,
                             seed=job.seed) for e in endpoints)
-    return JudgeConfig(specs, job.taxonomy, max_invalid_retries=job.invalid_retries, thinking=job.thinking)
+    return JudgeConfig(specs, job.taxonomy, max_invalid_retries=job.invalid_retries, thinking=job.thinking,
+                       checker=job.checker)
 
 
 def open_endpoints(job: JudgeJob, stack: ExitStack, console: Console) -> tuple[Endpoint, ...]:
@@ -209,7 +233,15 @@ def open_endpoints(job: JudgeJob, stack: ExitStack, console: Console) -> tuple[E
         return job.endpoints
     console.print("starting the embedded judge (llama.cpp + SmolLM2-135M-Instruct, a weak judge: "
                   "use --base-url/--model for real diagnoses)")
-    endpoint = stack.enter_context(embedded_judge(n_ctx=job.embedded_context))
+    try:
+        endpoint = stack.enter_context(embedded_judge(n_ctx=job.embedded_context))
+    except EmbeddedJudgeUnavailable as error:
+        if job.checker != "gate":
+            raise
+        console.print(f"[yellow]warning:[/yellow] {escape(str(error))}. The step checker judges alone: it decides the "
+                      "failures whose first step it proves wrong; the others are left unscored for a real judge.",
+                      highlight=False, soft_wrap=True)
+        return ()
     console.print(f"embedded judge serving at {endpoint.base_url}", highlight=False)
     return (dataclasses.replace(endpoint, prompt=job.embedded_prompt),)
 

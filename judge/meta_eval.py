@@ -147,8 +147,10 @@ def pairwise_agreement(predictions: dict[str, Sequence[Prediction]]) -> tuple[Pa
     return tuple(rows)
 
 
-def evaluate(verdicts: Sequence[Verdict], *, n_resamples: int = 2000, seed: int = 0) -> MetaEvaluation:
-    """Score every judge that answered, their pairwise agreement, and (with 2+ judges) the ensemble."""
+def evaluate(verdicts: Sequence[Verdict], *, n_resamples: int = 2000, seed: int = 0,
+             final: str | None = None) -> MetaEvaluation:
+    """Score every judge that answered, their pairwise agreement, and (with 2+ judges) the ensemble; with
+    ``final`` (the step checker in front of the judges), the verdicts themselves under that name instead."""
     labels = labels_of(verdicts)
     names = list(dict.fromkeys(judge_name(a) for v in verdicts for a in v.judges))
     per_item = [per_judge_predictions(v) for v in verdicts]
@@ -160,9 +162,9 @@ def evaluate(verdicts: Sequence[Verdict], *, n_resamples: int = 2000, seed: int 
         judges.append(score(name, labels, predictions[name], usage=usage, requests=sum(a.tries for a in answers),
                             n_resamples=n_resamples, seed=seed))
     ensemble = None
-    if len(names) > 1 or any(len(v.judges) > 1 for v in verdicts):
+    if final or len(names) > 1 or any(len(v.judges) > 1 for v in verdicts):
         all_answers = [a for v in verdicts for a in v.judges]
-        ensemble = score(ENSEMBLE, labels, [verdict_prediction(v) for v in verdicts],
+        ensemble = score(final or ENSEMBLE, labels, [verdict_prediction(v) for v in verdicts],
                          usage=sum((a.usage for a in all_answers), Usage()),
                          requests=sum(a.tries for a in all_answers), n_resamples=n_resamples, seed=seed)
     return MetaEvaluation(tuple(judges), ensemble, pairwise_agreement(predictions))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -24,6 +24,7 @@ from quantmedic.taxonomy.model import DEGENERATE, Taxonomy
 from quantmedic.taxonomy.records import Attempt, JudgeAnswer, Usage, Verdict, content_id
 
 from .backend import ChatBackend, Deferred, Endpoint, EndpointUnreachable, RequestRejected, TransportFailure
+from .checker_tier import CheckerMode, judge_checked
 from .cache import Completion, ResponseCache, clean, request_key, schema_digest
 from .degenerate import detect_degenerate
 from .ensemble import majority
@@ -33,6 +34,7 @@ from .scan import ThinkingPlanner, ThinkingSettings, judge_thinking
 from .schema import judge_output_schema
 from .validate import Invalid, ParsedAnswer, make_validator, validate_answer
 
+NO_JUDGE = "no LLM judge in this run: left for a real judge"
 RETRY_SEED_STRIDE = 1_000_000
 """Round r of sample i is asked with seed ``seed + i + r * RETRY_SEED_STRIDE``."""
 
@@ -70,18 +72,22 @@ class JudgeConfig:
     taxonomy: Taxonomy
     max_invalid_retries: int = 2
     thinking: ThinkingSettings = ThinkingSettings()
+    checker: CheckerMode = "off"
 
     def fingerprint(self) -> str:
-        """Scope ``solution`` has the fingerprint it always had; the others add the scope and windows."""
+        """Scope ``solution`` with the checker off has the fingerprint it always had; the others add the scope
+        and windows, or the checker's mode."""
         payload = {"judges": [j.fingerprint() for j in self.judges], "prompt": PROMPT_VERSION,
                    "taxonomy": self.taxonomy.fingerprint(), "retries": self.max_invalid_retries}
         if self.thinking.scope != "solution":
             payload["thinking"] = self.thinking.fingerprint()
+        if self.checker != "off":
+            payload["checker"] = self.checker
         return content_id("cfg", payload)
 
     @property
     def judge_model(self) -> str:
-        return "+".join(dict.fromkeys(j.label for j in self.judges))
+        return "+".join(dict.fromkeys(j.label for j in self.judges)) or "none"
 
 
 @dataclass
@@ -106,6 +112,12 @@ class RunStats:
     """Items left unscored because their windows went past ``max_tokens_per_item``."""
     deferred: int = 0
     """Items waiting for a batch executor's answers (no verdict this pass)."""
+    checked_errors: int = 0
+    """Items in which the step checker found a false claimed computation."""
+    decided: Counter = field(default_factory=Counter)
+    """Verdicts by the layer that decided them ('unscored' for those none could)."""
+    conflicts: int = 0
+    """LLM verdicts that put the first error after the checked error, or find none."""
 
 
 def combine_answers(attempt: Attempt, answers: Sequence[JudgeAnswer], *, judge_model: str, taxonomy: str,
@@ -114,7 +126,7 @@ def combine_answers(attempt: Attempt, answers: Sequence[JudgeAnswer], *, judge_m
     common = dict(attempt=attempt, judge_model=judge_model, judges=tuple(answers), taxonomy=taxonomy, config=config)
     vote = majority(answers)
     if vote is None:
-        reasons = "; ".join(dict.fromkeys(a.reason or "" for a in answers))
+        reasons = "; ".join(dict.fromkeys(a.reason or "" for a in answers)) or NO_JUDGE
         return Verdict(status="unscored", reason=reasons,
                        raw_response=answers[0].raw_response if len(answers) == 1 else None, **common)
     return Verdict(status="ok", first_wrong_step=vote.first_wrong_step, category=vote.category,
@@ -196,6 +208,8 @@ class JudgeRun:
         self.stats.done += 1
         if verdict.status == "unscored":
             self.stats.unscored += 1
+        self.stats.decided[verdict.decided_by if verdict.status == "ok" else "unscored"] += 1
+        self.stats.conflicts += verdict.conflict
         if self._on_item_done:
             self._on_item_done(verdict, self.stats)
         return verdict
@@ -210,6 +224,8 @@ class JudgeRun:
             self.stats.degenerate += 1
         elif self.thinking.judges_thinking(attempt):
             verdict = await judge_thinking(self, attempt)
+        elif self.config.checker != "off":
+            verdict = await judge_checked(self, attempt, self.config.checker)
         else:
             self.stats.no_thinking += self.config.thinking.scope != "solution"
             verdict = await self.judge_solution(attempt)
@@ -218,22 +234,22 @@ class JudgeRun:
     def solution_question(self, attempt: Attempt) -> Question:
         messages = {spec: build_messages(self.config.taxonomy, self.schema, attempt, system=self._systems[spec])
                     for spec in self.config.judges}
-        check = partial(self._check_steps, len(attempt.steps))
+        check = partial(self.check_steps, len(attempt.steps))
         return Question(messages, self.schema, self._schema_sha, check)
 
-    def _check_steps(self, n_steps: int, raw: str | None, finish_reason: str | None) -> ParsedAnswer | Invalid:
+    def check_steps(self, n_steps: int, raw: str | None, finish_reason: str | None) -> ParsedAnswer | Invalid:
         return validate_answer(raw, finish_reason, n_steps, self.config.taxonomy, self.validator)
 
     async def judge_solution(self, attempt: Attempt) -> Verdict:
         """The verdict on ``attempt``'s solution: every judge asked, then the majority."""
         question = self.solution_question(attempt)
-        return self._combine(attempt, await self.ask_all(question))
+        return self.combine(attempt, await self.ask_all(question))
 
     async def ask_all(self, question: Question) -> list[JudgeAnswer]:
         """Every judge's (and sample's) answer to ``question``."""
         return list(await asyncio.gather(*(self._answer(spec, sample, question) for spec, sample in self.asks)))
 
-    def _combine(self, attempt: Attempt, answers: Sequence[JudgeAnswer]) -> Verdict:
+    def combine(self, attempt: Attempt, answers: Sequence[JudgeAnswer]) -> Verdict:
         common = dict(judge_model=self.config.judge_model, taxonomy=self.taxonomy_label, config=self.fingerprint)
         try:
             return combine_answers(attempt, answers, **common)

@@ -29,6 +29,7 @@ from quantmedic.taxonomy.model import Taxonomy
 
 from .backend import DEFAULT_TRANSPORT, Endpoint, api_key_from_env
 from .cache import default_cache_path, redact
+from .checker_tier import CATEGORY, SUBTYPE, CheckerMode, can_gate
 from .embedded import EmbeddedJudgeUnavailable, find_gguf
 from .job import JudgeJob
 from .prompt import DEFAULT_PROMPT, load_prompt
@@ -105,6 +106,13 @@ class JudgeSettings(BaseModel):
     chars_per_token: float = Field(3.0, ge=0.5, description=(
         "Characters per token to estimate sizes with when no tokenizer counts them (lower is safer: R1 thinking "
         "runs at 2.3 characters per token with SmolLM2's tokenizer, 1.1 where it is in Chinese)."))
+    checker: Literal["auto", "off", "hint", "gate"] = Field("auto", description=(
+        "The deterministic step checker before the judge (claimed computations evaluated exactly): hint (its "
+        "findings go into the judge's prompt as facts), gate (the judge is asked only whether a step before the "
+        "checked error is wrong; if none is, the checked error is the verdict, decided by the checker), off, or "
+        "auto (gate for the embedded judge, whose own diagnoses are weak; off for a judge you name). Every "
+        "verdict records the layer that decided; a judge placing the first error after a checked error is "
+        "flagged as a conflict. Scope solution only."))
     max_tokens_per_item: int | None = Field(None, ge=1, description=(
         "Cap on an item's estimated thinking tokens (each window's prompt plus --max-tokens, every judge and "
         "sample): windows past it are not sent and the item is unscored, saying which sections were clean. A "
@@ -228,7 +236,22 @@ def build_job(settings: JudgeSettings, *, input: Path, out: Path | None, taxonom
         limit=limit, include_correct=include_correct, price_input=settings.price_input,
         price_output=settings.price_output, embedded_prompt=embedded_prompt, retry_unscored=settings.retry_unscored,
         thinking=thinking_settings(settings, embedded=not endpoints),
-        embedded_context=settings.context_tokens or EMBEDDED_CONTEXT)
+        embedded_context=settings.context_tokens or EMBEDDED_CONTEXT,
+        checker=checker_mode(settings, taxonomy, embedded=not endpoints))
+
+
+def checker_mode(settings: JudgeSettings, taxonomy: Taxonomy, *, embedded: bool) -> CheckerMode:
+    """The step checker's mode: ``auto`` resolved (gate for the embedded judge, where the taxonomy can record a
+    checked error; else off); a mode that cannot work with the scope or taxonomy is refused (exit 2)."""
+    if settings.checker == "auto":
+        return "gate" if embedded and settings.scope == "solution" and can_gate(taxonomy) else "off"
+    if settings.checker != "off" and settings.scope != "solution":
+        raise InputError("--checker", f"the step checker reads the solution's steps: --checker {settings.checker} "
+                                      "needs --scope solution (or --checker off)", usage=True)
+    if settings.checker == "gate" and not can_gate(taxonomy):
+        raise InputError("--checker", f"--checker gate records a checked error as {CATEGORY}/{SUBTYPE}, which the "
+                                      f"taxonomy {taxonomy.name} lacks: use --checker hint or off", usage=True)
+    return settings.checker
 
 
 def thinking_settings(settings: JudgeSettings, *, embedded: bool) -> ThinkingSettings:

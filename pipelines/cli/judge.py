@@ -63,6 +63,7 @@ ContextShare = Annotated[float, described(JudgeSettings, "context_share", "--con
 TokenizerFile = Annotated[Optional[Path], described(JudgeSettings, "tokenizer", "--tokenizer")]
 CharsPerToken = Annotated[float, described(JudgeSettings, "chars_per_token", "--chars-per-token")]
 MaxTokensPerItem = Annotated[Optional[int], described(JudgeSettings, "max_tokens_per_item", "--max-tokens-per-item")]
+Checker = Annotated[str, described(JudgeSettings, "checker", "--checker")]
 TaxonomyFile = Annotated[Optional[Path], typer.Option("--taxonomy", help="Your own taxonomy YAML/JSON "
     "(start from `quantmedic taxonomy`). Default: the reference study's.")]
 Format = Annotated[str, typer.Option("--format", help="auto, quantmedic, processbench, gsm8k-solutions or text.")]
@@ -160,7 +161,7 @@ def judge(
     retry_unscored: RetryUnscored = J.retry_unscored,
     scope: Scope = J.scope, context_tokens: ContextTokens = None, context_share: ContextShare = J.context_share,
     tokenizer: TokenizerFile = None, chars_per_token: CharsPerToken = J.chars_per_token,
-    max_tokens_per_item: MaxTokensPerItem = None,
+    max_tokens_per_item: MaxTokensPerItem = None, checker: Checker = J.checker,
     executor: Annotated[str, described(BatchSettings, "executor", "--executor")] = B.executor,
     batch_dir: Annotated[Optional[Path], described(BatchSettings, "batch_dir", "--batch-dir")] = None,
     vllm_model: Annotated[Optional[str], described(BatchSettings, "vllm_model", "--vllm-model")] = None,
@@ -183,7 +184,7 @@ def judge(
                               price_input=price_input, price_output=price_output, retry_unscored=retry_unscored,
                               scope=scope, context_tokens=context_tokens, context_share=context_share,
                               tokenizer=tokenizer, chars_per_token=chars_per_token,
-                              max_tokens_per_item=max_tokens_per_item)
+                              max_tokens_per_item=max_tokens_per_item, checker=checker)
     job = build_job(settings, input=resolve_input(input), out=out, taxonomy=load_taxonomy(taxonomy), cache=cache,
                     input_format=input_format, limit=limit, include_correct=include_correct, require_key=not dry_run)
     job = with_executor(job, BatchSettings, executor=executor, batch_dir=batch_dir, vllm_model=vllm_model,
@@ -216,7 +217,7 @@ def judge_eval(
         "--model judges every item, the others only items where it is unscored, its confidence is below this, "
         "or its samples disagree. The spend of each tier is reported.")] = None,
     bootstrap: Annotated[int, typer.Option(min=100, help="Bootstrap resamples for the 95% intervals.")] = 2000,
-    retry_unscored: RetryUnscored = J.retry_unscored,
+    retry_unscored: RetryUnscored = J.retry_unscored, checker: Checker = J.checker,
 ) -> None:
     """Score judges against [bold]human first-error labels[/bold] (ProcessBench's metrics).
 
@@ -226,7 +227,7 @@ def judge_eval(
                               temperature=temperature, max_tokens=max_tokens, seed=seed, concurrency=concurrency,
                               timeout=timeout, max_retries=max_retries, max_delay=max_delay,
                               invalid_retries=invalid_retries, response_format=response_format, transport=transport,
-                              retry_unscored=retry_unscored)
+                              retry_unscored=retry_unscored, checker=checker)
     job = build_job(settings, input=resolve_input(data), out=None, taxonomy=load_taxonomy(taxonomy), cache=cache,
                     input_format=input_format, limit=limit)
     warn_if_no_key(settings)
