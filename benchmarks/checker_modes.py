@@ -5,7 +5,8 @@ The fixed judges are the fault server's (``tests/support/fault_server.py``, a st
 prompt without a model): ``fault`` (always the step 1, clamped), ``say:-1:0.9`` (never an error) and
 ``say:0:0.9`` (always the first step). They ignore a hint, so ``hint`` shows only its conflict flags; the
 gate changes what they are asked and which layer decides. ``--embedded N`` also runs the embedded
-SmolLM2-135M judge (llama.cpp, about 13 s a request on 2 cores) on the first N items of each kind.
+SmolLM2-135M judge (llama.cpp, about 13 s a request on 2 cores) on a subset: every item the checker fires on,
+and the first N others with an error and N without (the modes differ only where the checker fires).
 
 Run (from the repository root)::
 
@@ -32,13 +33,26 @@ MODES = ("off", "hint", "gate")
 FIXED = ("fault", "say:-1:0.9", "say:0:0.9")
 
 
-def judge_eval(folder: Path, mode: str, judge: list[str], limit: int | None) -> dict:
+def subset(folder: Path, others: int) -> Path:
+    """ProcessBench GSM8K items the checker fires on, and the first ``others`` with an error and without."""
+    from quantmedic.judge.checker import check_steps
+    from quantmedic.pipelines.data import resolve_input
+
+    items = json.loads(resolve_input("processbench-gsm8k").read_text())
+    fired = [i for i in items if check_steps(i["id"], i["steps"]).checked_error is not None]
+    rest = [i for i in items if i not in fired]
+    chosen = fired + [i for i in rest if i["label"] >= 0][:others] + [i for i in rest if i["label"] < 0][:others]
+    path = folder / "subset.json"
+    path.write_text(json.dumps(chosen))
+    print(f"embedded subset: {len(fired)} items the checker fires on, {len(chosen) - len(fired)} others")
+    return path
+
+
+def judge_eval(folder: Path, mode: str, judge: list[str], data: str = "processbench-gsm8k") -> dict:
     """One ``quantmedic judge-eval`` run: the scored row (the checker + judge row when the checker is on)."""
     out = folder / f"eval-{abs(hash((mode, *judge)))}"
-    args = [sys.executable, "-m", "quantmedic.pipelines.cli", "judge-eval", "processbench-gsm8k", "--out", str(out),
+    args = [sys.executable, "-m", "quantmedic.pipelines.cli", "judge-eval", data, "--out", str(out),
             "--checker", mode, "--cache", str(folder / "cache.sqlite"), "--bootstrap", "500", *judge]
-    if limit:
-        args += ["--limit", str(limit)]
     done = subprocess.run(args, capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
     if done.returncode != 0:
         raise SystemExit(f"judge-eval failed ({mode}, {judge}): {done.stderr.strip().splitlines()[-1]}")
@@ -58,10 +72,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, fault_server() as server:
         for judge in FIXED:
             for mode in MODES:
-                rows.append(judge_eval(Path(tmp), mode, ["--base-url", server.base_url, "-m", judge], None))
+                rows.append(judge_eval(Path(tmp), mode, ["--base-url", server.base_url, "-m", judge]))
         if options.embedded:
+            data = str(subset(Path(tmp), options.embedded))
             for mode in MODES:
-                rows.append(judge_eval(Path(tmp), mode, [], options.embedded))
+                rows.append(judge_eval(Path(tmp), mode, [], data))
     pct = lambda x: "–" if x is None else f"{100 * x:.1f}"  # noqa: E731
     print("| judge | checker | items | error acc. | correct acc. | F1 |\n|---|---|---:|---:|---:|---:|")
     for r in rows:
