@@ -39,13 +39,18 @@ def find_gguf() -> Path:
     return path
 
 
+def check_installed() -> Path:
+    """The GGUF, once llama-cpp-python is known to be installed (else :class:`EmbeddedJudgeUnavailable`)."""
+    if importlib.util.find_spec("llama_cpp") is None:
+        raise EmbeddedJudgeUnavailable(f"llama-cpp-python is not installed; {INSTALL_HINT}")
+    return find_gguf()
+
+
 @contextmanager
 def embedded_judge(gguf: Path | None = None, *, n_ctx: int = 4096, threads: int = 1,
                    startup_timeout: float = 120.0) -> Iterator[Endpoint]:
     """Start the embedded llama.cpp server; yield its :class:`Endpoint`; stop it on exit."""
-    if importlib.util.find_spec("llama_cpp") is None:
-        raise EmbeddedJudgeUnavailable(f"llama-cpp-python is not installed; {INSTALL_HINT}")
-    gguf = gguf or find_gguf()
+    gguf = gguf or check_installed()
     port = reserve_port()
     fd, name = tempfile.mkstemp(prefix="quantmedic-llama-", suffix=".log")
     os.close(fd)

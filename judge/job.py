@@ -28,7 +28,7 @@ from quantmedic.judge.adapters import iter_attempts, load_attempts
 from quantmedic.judge.backend import DEFAULT_TRANSPORT, ChatBackend, Endpoint, response_format_for
 from quantmedic.judge.cache import ResponseCache
 from quantmedic.judge.checker_tier import CheckerMode, asked, checked_error, with_note
-from quantmedic.judge.embedded import EmbeddedJudgeUnavailable, embedded_judge
+from quantmedic.judge.embedded import EmbeddedJudgeUnavailable, check_installed, embedded_judge
 from quantmedic.judge.prompt import DEFAULT_PROMPT, SystemPrompt, build_messages, system_message
 from quantmedic.judge.retry import RetryPolicy
 from quantmedic.judge.degenerate import detect_degenerate
@@ -231,10 +231,11 @@ def open_endpoints(job: JudgeJob, stack: ExitStack, console: Console) -> tuple[E
     """The job's endpoints, starting the embedded judge (stopped when ``stack`` closes) if none is given."""
     if job.endpoints:
         return job.endpoints
-    console.print("starting the embedded judge (llama.cpp + SmolLM2-135M-Instruct, a weak judge: "
-                  "use --base-url/--model for real diagnoses)")
     try:
-        endpoint = stack.enter_context(embedded_judge(n_ctx=job.embedded_context))
+        gguf = check_installed()
+        console.print("starting the embedded judge (llama.cpp + SmolLM2-135M-Instruct, a weak judge: "
+                      "use --base-url/--model for real diagnoses)")
+        endpoint = stack.enter_context(embedded_judge(gguf, n_ctx=job.embedded_context))
     except EmbeddedJudgeUnavailable as error:
         if job.checker != "gate":
             raise
