@@ -11,7 +11,10 @@ may also be cut (``≈ 4.428`` for 31/7) and an integer rounded (``≈ 3``, ``�
 Conservative (a claim it cannot read is never a finding): a side touching a letter, a time ``2:30``, a decimal
 comma or a word such as ``of``, ``half``, ``times`` is dropped; two bare numbers (``10 = 5`` in "half of 10 = 5")
 are no claim; a run-on ``5 * 2 = 10 + 3 = 13`` is ``5 * 2 = 10``, then ``10 + 3 = 13``; implicit products, unknowns,
-modular arithmetic, division by zero, huge powers are unparsed. No sympy (v1): √ is evaluated to 40 digits.
+modular arithmetic, division by zero, huge powers are unparsed; in a step that says it rounds (``remainder``,
+``rounded down``, ``floor``, ``whole``, ``complete``) an integer within 1 of the true value is unparsed, not false
+(``36/5 = 7 full pens, with a remainder of 1``). No sympy (v1): √ is evaluated to 40 digits. Normalization:
+:mod:`quantmedic.judge.checker_text`.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from fractions import Fraction
 from math import isqrt
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from .checker_text import normalize
 
 Interval = tuple[Fraction, Fraction]
 
@@ -39,6 +44,9 @@ WHOLE_OF = frozenset(
 RIGHT_WORDS = frozenset(
     "hundred thousand million billion trillion dozen dozens percent squared cubed times half halves thirds quarters "
     "x k z remainder rem r with".split())  # a word after a chain that may change its last number ("= 2 million")
+ROUNDING = re.compile(r"\b(?:remainders?|round(?:ed|ing)?\s+(?:down|up)|floor|ceil(?:ing)?|whole|complete)\b",
+                      re.IGNORECASE)  # a step that says its integer is a floor or a ceiling
+_INTEGER = re.compile(r"\s*-?(?:\d{1,3}(?:,\d{3})+|\d+)\s*")
 
 
 class Finding(BaseModel):
@@ -71,58 +79,6 @@ class CheckedAttempt:
     checked_error: int | None
     claims_checked: int
     claims_unparsed: int
-
-
-_FRAC = re.compile(r"\\[dt]?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}")
-_SQRT_TEX = re.compile(r"\\sqrt\s*\{([^{}]*)\}")
-_TEXT = re.compile(r"\\(?:text|mathrm|textbf|mbox|operatorname)\s*\{[^{}]*\}")
-_TEX_SPACE = re.compile(r"\\(?:left|right|[,;:! ]|quad|qquad|displaystyle|boxed|big|Big)(?![a-zA-Z])")
-_TEX_OPS = {r"\cdot": "*", r"\times": "*", r"\div": "/", r"\approx": "≈", r"\%": "%", r"\$": "$"}
-_TEX_OTHER = re.compile(r"\\[a-zA-Z]+")
-_UNICODE = str.maketrans({"×": "*", "·": "*", "⋅": "*", "∗": "*", "÷": "/", "−": "-", "\u00a0": " ", "≃": "≈",
-                          "≅": "≈", "{": "(", "}": ")", "[": " ", "]": " "})
-_LIST_NUMBER = re.compile(r"^\s*\d+[.)]\s+", re.MULTILINE)
-_TIMES_X = re.compile(r"(?<=[\d)%])\s*[xX]\s*(?=[$\d(])")
-_X_VARIABLE = re.compile(r"(?<![A-Za-z])[xX](?![A-Za-z])")
-_MODULAR = re.compile(r"\\p?mod(?![a-zA-Z])|\bmod\b|\\equiv|≡|\\bmod")
-_CURRENCY = re.compile(r"[$€£¥₹](?=\s*[\d.(])|(?<=\d)[$€£¥₹]")
-
-
-def _text_or_unit(match: re.Match) -> str:
-    """``\\text{…}`` after a number is its unit (dropped); elsewhere its words, which end a chain."""
-    before = match.string[:match.start()].rstrip()
-    if before[-1:].isdigit():
-        return " "
-    words = match.group()[match.group().index("{") + 1:-1]
-    return f" {words} "
-
-
-def _latex(text: str) -> str:
-    for delimiter in (r"\(", r"\)", r"\[", r"\]", "$$"):
-        text = text.replace(delimiter, "\n")  # a display or inline formula is a chain of its own
-    text = _TEXT.sub(_text_or_unit, text)
-    for _ in range(4):  # nested fractions and roots, innermost first
-        text = _FRAC.sub(r"((\1)/(\2))", _SQRT_TEX.sub(r"√(\1)", text))
-    for tex, plain in _TEX_OPS.items():
-        text = text.replace(tex, f" {plain} " if plain not in "%$" else plain)
-    text = _TEX_SPACE.sub(" ", text)
-    return _TEX_OTHER.sub(" Z ", text)  # any other command (\pi, \alpha, \le): a letter, which ends a chain
-
-
-def normalize(text: str) -> str:
-    """A step's text with its arithmetic in plain notation: see the module docstring."""
-    if _MODULAR.search(text):  # arithmetic modulo n: its "=" is no equality of numbers
-        return "Z"
-    if "\\" in text:
-        text = _latex(text)
-    text = _LIST_NUMBER.sub("", text.translate(_UNICODE)).replace("**", "^")
-    text = re.sub(r"(?<=\s)[–—](?=\s)", "-", text)
-    text = _CURRENCY.sub("", text).replace("$", " ")
-    if "x" in text or "X" in text:
-        text = _TIMES_X.sub(" * ", text)
-        if _X_VARIABLE.search(text):  # an x left over is a variable: no x in this step is a product
-            return "Z"
-    return text
 
 
 _NUMBER = r"(?:\d{1,3}(?:,\d{3})+(?!\d)(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)"
@@ -343,7 +299,15 @@ def fmt(x: Fraction) -> str:
     return text if Fraction(Decimal(text)) == x else f"{x.numerator}/{x.denominator} (≈ {float(x):.6g})"
 
 
-def _check_pair(left: str, right: str, relation: str) -> tuple[str, str, str, str] | None | bool:
+def _rounded(left: list[Interval], right: str) -> bool:
+    """Whether ``right`` is an integer within 1 of the value (a floor or a ceiling, in a step that rounds)."""
+    if not _INTEGER.fullmatch(right):
+        return False
+    claimed = Fraction(right.strip().replace(",", ""))
+    return claimed - 1 < left[0][0] and left[0][1] < claimed + 1
+
+
+def _check_pair(left: str, right: str, relation: str, rounds: bool = False) -> tuple[str, str, str, str] | None | bool:
     """True when the claim holds, the (expression, relation, claimed, true) of a false one, None if unreadable."""
     try:
         lv, rv = _values(left), _widened(right, relation, _values(right))
@@ -351,6 +315,8 @@ def _check_pair(left: str, right: str, relation: str) -> tuple[str, str, str, st
         return None
     if _meet(lv, rv) or _run_on(lv, right):
         return True
+    if rounds and _rounded(lv, right):
+        return None  # "36/5 = 7 full pens (with a remainder of 1)": the step says it rounds
     low, high = lv[0]
     true = fmt(low) if low == high else f"≈ {float((low + high) / 2):.6g}"
     return " ".join(left.split()), relation, " ".join(right.split()), true
@@ -362,6 +328,7 @@ def check_text(text: str) -> StepCheck:
     if "=" not in norm and "≈" not in norm:
         return StepCheck()
     false, checked, unparsed = [], 0, 0
+    rounds = bool(ROUNDING.search(text))
     for match in RUN.finditer(norm):
         run = match.group()
         if ("=" not in run and "≈" not in run) or not any(c.isdigit() for c in run):
@@ -375,7 +342,7 @@ def check_text(text: str) -> StepCheck:
                 continue
             if _BARE.fullmatch(left) and (i == 0 or _BARE.fullmatch(right)):
                 continue  # a bare number first, or two: a word before it may be doing the arithmetic
-            result = _check_pair(left, right, relation)
+            result = _check_pair(left, right, relation, rounds)
             if result is None:
                 unparsed += 1
                 continue

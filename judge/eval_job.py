@@ -19,6 +19,9 @@ from rich.console import Console
 
 from quantmedic.judge.adapters import load_attempts
 from quantmedic.judge.cache import ResponseCache
+from quantmedic.judge.checker_eval import evaluate_checker
+from quantmedic.judge.checker_eval import to_json as checker_json
+from quantmedic.judge.checker_eval import to_markdown as checker_markdown
 from quantmedic.judge.meta_eval import (MetaEvaluation, Prediction, evaluate, per_judge_predictions, to_json,
                                         to_markdown, verdict_prediction)
 from quantmedic.judge.runner import combine_answers
@@ -116,10 +119,13 @@ def prediction_rows(verdicts: list[Verdict]) -> list[dict]:
 def write_outputs(job: EvalJob, verdicts: list[Verdict], evaluation: MetaEvaluation, escalation: dict | None) -> dict:
     out = job.out_dir
     out.mkdir(parents=True, exist_ok=True)
+    checker = evaluate_checker([v.attempt for v in verdicts])  # the step checker on the same items
     metrics = {"data": str(job.judging.input), "n_items": len(verdicts), **to_json(evaluation),
-               "escalation": escalation, "bootstrap_resamples": job.n_resamples, "seed": job.seed}
+               "escalation": escalation, "bootstrap_resamples": job.n_resamples, "seed": job.seed,
+               "checker": checker_json(checker)}
     write_atomic(out / METRICS_JSON, [json.dumps(metrics, indent=2) + "\n"])
     summary = to_markdown(evaluation, f"Judge meta-evaluation on {job.judging.input.name}")
+    summary += "\n" + checker_markdown(checker)
     if escalation:
         summary += (f"\n## Escalation\n\n{escalation['escalated']} of {escalation['items']} items went past the first "
                     f"judge (confidence < {escalation['threshold']}, unscored, or its samples disagreed).\n\n"

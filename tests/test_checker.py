@@ -70,6 +70,11 @@ FALSE_CLAIMS = [  # (text, expression, claimed, true value)
     ("10/3 ≈ 4", "10/3", "4", "10/3 (≈ 3.33333)"),
     ("He picked a total of 3/4*84 = 64 melons", "3/4*84", "64", "63"),
     ("12 + 3 = 15 = 16", "15", "16", None),  # bare = bare is no claim: only 12 + 3 = 15 is checked
+    # real slips in GSM8K solutions graded correct (benchmarks/checker_accuracy.py): the step does claim them
+    ("They have to leave earlier because 11 < 30 / 11 = 11", "30 / 11", "11", "30/11 (≈ 2.72727)"),
+    ("Gerald and Julia received $100/ 3 + $100/2 = $100/5", "100/ 3 + 100/2", "100/5", "250/3 (≈ 83.3333)"),
+    ("rounded down, 7/2 = 5 boxes", "7/2", "5", "3.5"),  # a step that rounds: an integer more than 1 off is false
+    ("The whole deal: 250,000 + 75,000 + 6,000 = 265,000", "250,000 + 75,000 + 6,000", "265,000", "331000"),
 ]
 
 SKIPPED = [  # ambiguous: never a finding, whatever the numbers say
@@ -97,6 +102,12 @@ SKIPPED = [  # ambiguous: never a finding, whatever the numbers say
     "log 100 = 3",
     r"Thus \(8^8 = 9 \mod 11\)",  # modular arithmetic
     "7 = 2 mod 5",  # a bare number first: a word before it may be doing the arithmetic
+    # a step that says it rounds: an integer within 1 is a floor or a ceiling (ProcessBench GSM8K, "Ram's pens")
+    r"Converting these 36 empty pens into full pens: \( \frac{36}{5} = 7 \) full pens (with a remainder of 1, but "
+    "we only count complete full pens).",
+    "Rounded down, 7/2 = 3 boxes",
+    "He needs 50/8 = 7 boxes, rounding up",
+    "So 10/3 = 3 whole pizzas",
 ]
 
 

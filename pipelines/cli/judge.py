@@ -22,6 +22,7 @@ from quantmedic.judge.cache import default_cache_path
 from quantmedic.judge.job import JudgeJob
 from quantmedic.judge.openai_batch import BatchAPIError
 from quantmedic.judge.vllm_batch import BatchFailed
+from quantmedic.judge.checker_eval import from_json as checker_from_json, to_markdown as checker_markdown
 from quantmedic.judge.eval_job import EvalJob, run_judge_eval
 from quantmedic.judge.job import dry_run as render_dry_run, run_judge_job
 from quantmedic.judge.meta_eval import to_markdown
@@ -232,7 +233,8 @@ def judge_eval(
                     input_format=input_format, limit=limit)
     warn_if_no_key(settings)
     with reaching_the_endpoint():
-        evaluation, _ = run_judge_eval(EvalJob(job, out, escalate_below, bootstrap, seed), stderr)
+        evaluation, metrics = run_judge_eval(EvalJob(job, out, escalate_below, bootstrap, seed), stderr)
     sys.stdout.write(to_markdown(evaluation))
+    sys.stdout.write("\n" + checker_markdown(checker_from_json(metrics["checker"])))  # the step checker, same items
     stderr.print(f"wrote {out}/metrics.json, summary.md, predictions.jsonl, verdicts.jsonl, steps.png, "
                  "calibration.png")
