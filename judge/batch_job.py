@@ -11,11 +11,12 @@ Batch API's 24-hour window) ends the run: a rerun collects the batch instead of 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from rich.console import Console
 
 from quantmedic.taxonomy.errors import FieldError
@@ -43,19 +44,47 @@ class BatchSettings(BaseModel):
     wait: bool = Field(False, description=(
         "For openai-batch: poll until the batch is done instead of exiting after submitting it."))
     poll_seconds: float = Field(30.0, gt=0, description="For openai-batch with --wait: seconds between polls.")
+    vllm_args: tuple[str, ...] = Field((), description=(
+        "For vllm-batch: one more argument of `vllm run-batch`, as is; repeat it, e.g. --vllm-arg=--enforce-eager "
+        "--vllm-arg=--max-model-len=2048 (give an argument that starts with - after =)."))
+    vllm_env: tuple[str, ...] = Field((), description=(
+        "For vllm-batch: KEY=VALUE, an environment variable set for vLLM on top of this one's; repeat it, e.g. "
+        "--vllm-env VLLM_CPU_KVCACHE_SPACE=4."))
+
+    @field_validator("vllm_env")
+    @classmethod
+    def _key_value(cls, pairs: tuple[str, ...]) -> tuple[str, ...]:
+        for pair in pairs:
+            key, sep, _ = pair.partition("=")
+            if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+                raise ValueError(f"{pair!r} is not KEY=VALUE (a variable name, =, its value)")
+        return pairs
+
+    @property
+    def environment(self) -> dict[str, str]:
+        """:attr:`vllm_env` as a mapping (a key given twice: the last one)."""
+        return dict(pair.partition("=")[::2] for pair in self.vllm_env)
 
     def executor_for(self, endpoint) -> BatchExecutor | None:
         """The executor of these settings for the judge at ``endpoint``; None when online."""
+        return self.make_executor(endpoint.base_url, endpoint.api_key, endpoint.model)
+
+    def make_executor(self, base_url: str | None, api_key: str | None, served_model: str | None,
+                      ) -> BatchExecutor | None:
+        """The executor of these settings: the Batch API at ``base_url``, or vLLM serving :attr:`vllm_model`
+        under the name ``served_model`` (None: its own); None when online."""
         if self.executor == "online":
             return None
         if self.executor == "openai-batch":
+            if not base_url:
+                raise FieldError("base_url", "give the Batch API's --base-url for --executor openai-batch")
             from .openai_batch import OpenAIBatchAPI
-            return OpenAIBatchAPI(base_url=endpoint.base_url, api_key=endpoint.api_key, wait=self.wait,
-                                  poll_seconds=self.poll_seconds)
+            return OpenAIBatchAPI(base_url=base_url, api_key=api_key, wait=self.wait, poll_seconds=self.poll_seconds)
         if not self.vllm_model:
             raise FieldError("vllm_model", "give the model vLLM loads for --executor vllm-batch")
         from .vllm_batch import VllmRunBatch
-        return VllmRunBatch(model=self.vllm_model, served_model_name=endpoint.model, vllm=self.vllm_command)
+        return VllmRunBatch(model=self.vllm_model, served_model_name=served_model, vllm=self.vllm_command,
+                            extra_args=self.vllm_args, env=self.environment)
 
 
 MAX_PASSES = 12

@@ -65,6 +65,14 @@ TokenizerFile = Annotated[Optional[Path], described(JudgeSettings, "tokenizer", 
 CharsPerToken = Annotated[float, described(JudgeSettings, "chars_per_token", "--chars-per-token")]
 MaxTokensPerItem = Annotated[Optional[int], described(JudgeSettings, "max_tokens_per_item", "--max-tokens-per-item")]
 Checker = Annotated[str, described(JudgeSettings, "checker", "--checker")]
+ExecutorOpt = Annotated[str, described(BatchSettings, "executor", "--executor")]
+BatchDir = Annotated[Optional[Path], described(BatchSettings, "batch_dir", "--batch-dir")]
+VllmModel = Annotated[Optional[str], described(BatchSettings, "vllm_model", "--vllm-model")]
+VllmCommand = Annotated[str, described(BatchSettings, "vllm_command", "--vllm-command")]
+Wait = Annotated[bool, described(BatchSettings, "wait", "--wait")]
+PollSeconds = Annotated[float, described(BatchSettings, "poll_seconds", "--poll-seconds")]
+VllmArgs = Annotated[Optional[list[str]], described(BatchSettings, "vllm_args", "--vllm-arg")]
+VllmEnv = Annotated[Optional[list[str]], described(BatchSettings, "vllm_env", "--vllm-env")]
 TaxonomyFile = Annotated[Optional[Path], typer.Option("--taxonomy", help="Your own taxonomy YAML/JSON "
     "(start from `quantmedic taxonomy`). Default: the reference study's.")]
 Format = Annotated[str, typer.Option("--format", help="auto, quantmedic, processbench, gsm8k-solutions or text.")]
@@ -163,12 +171,9 @@ def judge(
     scope: Scope = J.scope, context_tokens: ContextTokens = None, context_share: ContextShare = J.context_share,
     tokenizer: TokenizerFile = None, chars_per_token: CharsPerToken = J.chars_per_token,
     max_tokens_per_item: MaxTokensPerItem = None, checker: Checker = J.checker,
-    executor: Annotated[str, described(BatchSettings, "executor", "--executor")] = B.executor,
-    batch_dir: Annotated[Optional[Path], described(BatchSettings, "batch_dir", "--batch-dir")] = None,
-    vllm_model: Annotated[Optional[str], described(BatchSettings, "vllm_model", "--vllm-model")] = None,
-    vllm_command: Annotated[str, described(BatchSettings, "vllm_command", "--vllm-command")] = B.vllm_command,
-    wait: Annotated[bool, described(BatchSettings, "wait", "--wait")] = B.wait,
-    poll_seconds: Annotated[float, described(BatchSettings, "poll_seconds", "--poll-seconds")] = B.poll_seconds,
+    executor: ExecutorOpt = B.executor, batch_dir: BatchDir = None, vllm_model: VllmModel = None,
+    vllm_command: VllmCommand = B.vllm_command, wait: Wait = B.wait, poll_seconds: PollSeconds = B.poll_seconds,
+    vllm_arg: VllmArgs = None, vllm_env: VllmEnv = None,
 ) -> None:
     """Find the [bold]first wrong step[/bold] of each failed solution and classify its error.
 
@@ -189,7 +194,8 @@ def judge(
     job = build_job(settings, input=resolve_input(input), out=out, taxonomy=load_taxonomy(taxonomy), cache=cache,
                     input_format=input_format, limit=limit, include_correct=include_correct, require_key=not dry_run)
     job = with_executor(job, BatchSettings, executor=executor, batch_dir=batch_dir, vllm_model=vllm_model,
-                        vllm_command=vllm_command, wait=wait, poll_seconds=poll_seconds)
+                        vllm_command=vllm_command, wait=wait, poll_seconds=poll_seconds,
+                        vllm_args=tuple(vllm_arg or ()), vllm_env=tuple(vllm_env or ()))
     if not dry_run:
         check_job(job)  # outputs and cache, before the embedded judge starts or anything is sent
     warn_if_no_key(settings)

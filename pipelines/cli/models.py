@@ -8,13 +8,20 @@ only when a command runs, so ``quantmedic --help`` stays fast.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from quantmedic.judge.batch_job import BatchSettings
+from quantmedic.judge.openai_batch import BatchAPIError
+from quantmedic.judge.vllm_batch import BatchFailed
+
 from quantmedic.pipelines.evaluation.benchmarks import BenchmarkSettings
 from quantmedic.pipelines.evaluation.grading import grade_file
+from quantmedic.pipelines.models.batch_engine import BatchRefused
 from quantmedic.pipelines.models.generation import generate
 from quantmedic.pipelines.models.generation_config import PARALLEL, GenerationSettings
 from quantmedic.pipelines.models.loading import check_model
@@ -23,8 +30,9 @@ from quantmedic.pipelines.models.quantize_config import QuantizeSettings
 from quantmedic.taxonomy.errors import InputError
 from quantmedic.taxonomy.outputs import check_output_file
 
-from .console import (Commands, build_settings, described, endpoint_errors, hub_errors, no_new_empty_file, stderr,
-                      usage_errors)
+from .console import (EXIT_ABORTED, Commands, build_settings, described, endpoint_errors, error, hub_errors,
+                      no_new_empty_file, stderr, usage_errors)
+from .judge import B, BatchDir, PollSeconds, VllmArgs, VllmCommand, VllmEnv, Wait, usage_error
 
 commands = Commands()
 Q = QuantizeSettings()
@@ -76,6 +84,14 @@ TP = Annotated[int, described(GenerationSettings, "tensor_parallel_size")]
 PP = Annotated[int, described(GenerationSettings, "pipeline_parallel_size")]
 DP = Annotated[int, described(GenerationSettings, "data_parallel_size")]
 Executor = Annotated[Optional[str], described(GenerationSettings, "distributed_executor_backend")]
+GenExecutor = Annotated[str, typer.Option("--executor", help=(
+    "online (the backend's own requests, the default), vllm-batch (vLLM's offline runner `vllm run-batch` on this "
+    "machine, loading --vllm-model, default MODEL; --vllm-arg and --vllm-env set it up) or openai-batch (the "
+    "OpenAI Batch API at --base-url: half the price, a 24-hour window; a rerun collects instead of sending "
+    "again). Either sends the openai backend's chat requests in the OpenAI batch file format, kept in "
+    "--batch-dir; the attempts record the executor."))]
+GenVllmModel = Annotated[Optional[str], typer.Option("--vllm-model", help=(
+    "For vllm-batch: the model vLLM loads (a local folder or an HF id; default MODEL), served as --model-name."))]
 
 
 @commands.command("generate")
@@ -111,6 +127,9 @@ def generate_command(
     adapter: Annotated[Optional[Path], typer.Option(help="A LoRA adapter folder (`quantmedic train dpo`) to apply; "
                                                         "the attempts' model becomes MODEL+ADAPTER (transformers "
                                                         "backend).")] = None,
+    executor: GenExecutor = B.executor, batch_dir: BatchDir = None, vllm_model: GenVllmModel = None,
+    vllm_command: VllmCommand = B.vllm_command, wait: Wait = B.wait, poll_seconds: PollSeconds = B.poll_seconds,
+    vllm_arg: VllmArgs = None, vllm_env: VllmEnv = None,
 ) -> None:
     """Generate step-by-step solutions ("Step 1: ...", a final \\boxed{}) with a full-precision or quantized model.
 
@@ -121,19 +140,49 @@ def generate_command(
         top_p=top_p, max_tokens=max_tokens, seed=seed, kv_cache_dtype=kv_cache_dtype, base_url=base_url,
         served_model=model_name, api_key_env=api_key_env, batch_size=batch_size, concurrency=concurrency,
         simulate=simulate, **{k: ctx.params[k] for k in PARALLEL}))
+    batch = batch_settings(executor=executor, batch_dir=batch_dir, vllm_model=vllm_model, vllm_command=vllm_command,
+                           wait=wait, poll_seconds=poll_seconds, vllm_args=vllm_arg or (), vllm_env=vllm_env or ())
     check_output_file(out, inputs=[benchmark], what="attempts")  # the output, the model and the problems first
-    if settings.backend != "openai" or Path(model).exists():
-        check_model(model)
-    if adapter is not None and not (adapter / "adapter_config.json").is_file():
-        raise InputError(adapter, "not an adapter folder (no adapter_config.json); train one with `quantmedic train "
-                                  "dpo`", field="--adapter")
-    problems = build_settings(BenchmarkSettings, {"name": "--benchmark"}, name=benchmark, split=split,
-                              limit=limit).load()
-    with usage_errors(), no_new_empty_file(out), hub_errors(model), endpoint_errors(", ".join(settings.endpoints)):
+    check_inputs(model, settings, batch, adapter)
+    problems = build_settings(BenchmarkSettings, {"name": "--benchmark"}, name=benchmark, split=split, limit=limit).load()
+    with usage_errors(), no_new_empty_file(out), hub_errors(model), endpoint_errors(", ".join(settings.endpoints)), \
+            batch_errors():
         summary = generate(model, problems, out_path=out, settings=settings, api_key=os.environ.get(api_key_env),
-                           adapter=adapter, console=stderr)
+                           adapter=adapter, console=stderr, batch=batch)
     stderr.print(f"wrote {summary.written} attempts to {out} ({summary.skipped} of {summary.problems} problems were "
                  f"already done; {summary.completion_tokens} tokens, {summary.tokens_per_second:.1f} tok/s)",
                  highlight=False)
     if grade:
         grade_file(out, stderr)
+
+
+def batch_settings(**values: object) -> BatchSettings:
+    """The batch executor's settings; options that do not fit are one line naming the option, exit 2."""
+    try:
+        return build_settings(BatchSettings, **values)
+    except typer.BadParameter as error:
+        raise usage_error(error.param_hint, error.message) from None
+
+
+def check_inputs(model: str, settings: GenerationSettings, batch: BatchSettings, adapter: Path | None) -> None:
+    """The model (a folder or Hub id, unless a server or the Batch API holds it) and the adapter, before
+    anything loads."""
+    served = settings.backend == "openai" or batch.executor == "openai-batch"
+    if batch.executor == "vllm-batch":
+        check_model(batch.vllm_model or model)
+    elif not served or Path(model).exists():
+        check_model(model)
+    if adapter is not None and not (adapter / "adapter_config.json").is_file():
+        raise InputError(adapter, "not an adapter folder (no adapter_config.json); train one with `quantmedic train "
+                                  "dpo`", field="--adapter")
+
+
+@contextmanager
+def batch_errors() -> Iterator[None]:
+    """A batch that cannot run (vLLM exits, the Batch API refuses) or samples it refused: one line, exit 1
+    (the attempts that came back are written)."""
+    try:
+        yield
+    except (BatchFailed, BatchAPIError, BatchRefused) as failure:
+        error(str(failure).splitlines()[0])  # a vLLM failure's first line names its log, which holds the rest
+        raise typer.Exit(EXIT_ABORTED) from None

