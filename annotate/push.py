@@ -2,10 +2,20 @@
 
 Record ids are the verdict ids, so pushing again updates records instead of duplicating them. An
 existing dataset whose settings do not match the taxonomy is refused before anything is written.
+
+Conflicts go first: verdicts whose LLM judge disagrees with the step checker (``conflict``) are
+always sent, ahead of all others, and count toward ``--sample`` (see :mod:`.sampling`). Argilla
+shuffles each annotator's queue, so "first" is the insertion order (the UI's sort by insertion date)
+and the ``conflict`` metadata (the UI's filter); the guidelines say so. Each record
+shows the layer that decided it (LLM judge, step checker, rules) and the checker's checked step and
+claim, in the judge's diagnosis field and as the metadata ``decided_by``, ``conflict`` and
+``checked_step``. A dataset made before those metadata existed still takes pushes: its records show
+the layer in the text only.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -18,7 +28,8 @@ from quantmedic.taxonomy.records import Verdict
 
 from .connection import AnnotateError, ArgillaTarget, connect, workspace
 from .sampling import STRATIFY, Sampled, stratified_sample
-from .settings import (DEFAULT_MAX_STEPS, METADATA, WEIGHT, category_labels, guidelines, record_fields, record_metadata,
+from .settings import (DEFAULT_MAX_STEPS, LAYER_METADATA, METADATA, WEIGHT, category_labels, guidelines, record_fields,
+                       record_metadata,
                        record_suggestions, step_labels, subtype_labels)
 
 
@@ -30,7 +41,8 @@ class PushSettings(BaseModel):
 
     sample: int | None = Field(None, ge=1, description=(
         "Send only this many verdicts, drawn at random within strata (seeded); sampling weights are stored so the "
-        "accuracy estimate stays unbiased."))
+        "accuracy estimate stays unbiased. Conflicts between the LLM judge and the step checker are always sent "
+        "first (weight 1) and count toward it."))
     stratify: str = Field("category", description="Strata for --sample: category, model or none.")
     seed: int = Field(0, description="Seed of the sample (in a study: the study's seed).")
     max_steps: int = Field(DEFAULT_MAX_STEPS, ge=1, description=(
@@ -57,7 +69,7 @@ class PushPlan:
 
 
 def plan_push(verdicts: Sequence[Verdict], settings: PushSettings = PushSettings()) -> PushPlan:
-    """Keep scored diagnoses (not rule-detected degenerate ones unless asked), then sample."""
+    """Keep scored diagnoses (not rule-detected degenerate ones unless asked), then sample: conflicts first."""
     max_steps, include_degenerate = settings.max_steps, settings.include_degenerate
     skipped: dict[str, int] = {}
     keep = []
@@ -70,7 +82,7 @@ def plan_push(verdicts: Sequence[Verdict], settings: PushSettings = PushSettings
         else:
             keep.append(verdict)
     sampled = tuple(stratified_sample(keep, settings.sample, settings.stratify, settings.seed))
-    strata = {STRATIFY[settings.stratify](v) for v in keep}
+    strata = {STRATIFY[settings.stratify](v) for v in keep if not v.conflict}  # conflicts: all sent
     return PushPlan(sampled, skipped, len(strata - {s.stratum for s in sampled}))
 
 
@@ -108,6 +120,8 @@ def _shape(settings) -> dict:
 def settings_conflicts(existing, wanted) -> list[str]:
     """How an existing dataset's settings differ from the wanted ones (empty: compatible)."""
     have, want = _shape(existing), _shape(wanted)
+    if not set(LAYER_METADATA) & set(have["metadata"]):  # made before the layer metadata: the text shows them
+        want["metadata"] = [name for name in want["metadata"] if name not in LAYER_METADATA]
     problems = []
     for part in ("fields", "metadata"):
         if have[part] != want[part]:
@@ -122,15 +136,28 @@ def settings_conflicts(existing, wanted) -> list[str]:
     return problems
 
 
-def to_record(item: Sampled):
+def suggestion_agent(judge_model: str) -> str:
+    """The judge's name as Argilla takes a suggestion's agent (letters, digits, ``-_:./`` and spaces): an
+    ensemble's or the step checker's ``+`` becomes a space.
+
+    >>> suggestion_agent("checker+Qwen/Qwen2.5-7B-Instruct")
+    'checker Qwen/Qwen2.5-7B-Instruct'
+    """
+    return re.sub(r"[^A-Za-z0-9\-_:./\s]+", " ", judge_model).strip() or "judge"
+
+
+def to_record(item: Sampled, metadata: Sequence[str] | None = None):
+    """The Argilla record of ``item``; ``metadata``: the dataset's metadata names (None: all of ours)."""
     import argilla as rg
 
     verdict = item.verdict
-    suggestions = [rg.Suggestion(question_name=name, value=value, agent=verdict.judge_model, type="model",
-                                 score=verdict.confidence)
+    values = record_metadata(verdict, item.weight, item.stratum)
+    agent = suggestion_agent(verdict.judge_model)
+    suggestions = [rg.Suggestion(question_name=name, value=value, agent=agent, type="model", score=verdict.confidence)
                    for name, value in record_suggestions(verdict).items() if value is not None]
     return rg.Record(id=verdict.id, fields=record_fields(verdict),
-                     metadata=record_metadata(verdict, item.weight, item.stratum), suggestions=suggestions)
+                     metadata={k: v for k, v in values.items() if metadata is None or k in metadata},
+                     suggestions=suggestions)
 
 
 def push(target: ArgillaTarget, dataset_name: str, plan: PushPlan, taxonomy: Taxonomy,
@@ -151,7 +178,8 @@ def push(target: ArgillaTarget, dataset_name: str, plan: PushPlan, taxonomy: Tax
         if conflicts:
             raise AnnotateError(f'dataset "{dataset_name}" exists with other settings ({"; ".join(conflicts)}); '
                                 "push to a new dataset name, or use the taxonomy and options it was made with")
-    records = [to_record(item) for item in plan.sampled]
+    names = [m.name for m in dataset.settings.metadata]
+    records = [to_record(item, names) for item in plan.sampled]
     with Progress(TextColumn("[bold]pushing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console) as progress:
         task = progress.add_task("push", total=len(records))

@@ -5,20 +5,28 @@ Per verdict, the outcome is the share of its annotators who accept it; the diagn
 the weighted mean over verdicts (weights: inverse sampling probabilities, 1 when every verdict was
 reviewed), with a 95% Wilson interval on Kish's effective sample size. All metrics come from
 :mod:`quantmedic.judge.metrics`.
+
+By deciding layer: the accuracy of the verdicts the step checker decided against those an LLM judge
+(or the degenerate-output rules) decided. The layer is the verdict's ``decided_by`` when the verdict
+is known (attached to the review, ``annotate pull --attach-verdicts``, or passed in); else it is read
+from the judge's name (``rules``; ``checker`` or ``checker+…`` for the checker; anything else: the
+judge), which is how ``judge --checker gate`` names them. Where the verdicts are known, conflicts
+between the LLM judge and the step checker get their own table: how often the annotators accept the
+LLM's diagnosis, and how often they put the first error at the checker's checked step.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from quantmedic.judge.metrics import (cohen_kappa, fleiss_kappa, krippendorff_alpha_nominal,
                                       weighted_wilson_interval)
 from quantmedic.taxonomy.jsonl import write_atomic
-from quantmedic.taxonomy.records import Review
+from quantmedic.taxonomy.records import Review, Verdict
 
 
 @dataclass(frozen=True)
@@ -45,13 +53,36 @@ class VerdictOutcome:
     model: str | None
     quantization: str | None
     annotators: int
+    layer: str = "judge"
+    """The layer that decided the verdict: judge, checker or rules."""
+    conflict: bool | None = None
+    """Whether the LLM judge conflicts with the step checker (None: the verdict is not known)."""
+    checked_step_confirmed: float | None = None
+    """Share of the annotators whose first wrong step is the checker's checked step (None: no checked step)."""
+
+
+def layer_of(review: Review, verdict: Verdict | None = None) -> str:
+    """The layer that decided the reviewed verdict: its ``decided_by`` when known, else from the judge's name.
+
+    >>> from quantmedic.taxonomy.records import JudgeClaim
+    >>> claim = lambda model: Review(verdict_id="v", annotator="a", judge=JudgeClaim(model=model))
+    >>> [layer_of(claim(m)) for m in ("checker+q", "rules", "q")]
+    ['checker', 'rules', 'judge']
+    """
+    verdict = verdict or review.verdict
+    if verdict is not None:
+        return verdict.decided_by
+    model = review.judge.model
+    return "rules" if model == "rules" else "checker" if model == "checker" or model.startswith("checker+") else "judge"
 
 
 def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values)
 
 
-def outcomes(reviews: Sequence[Review]) -> list[VerdictOutcome]:
+def outcomes(reviews: Sequence[Review], verdicts: Mapping[str, Verdict] | None = None) -> list[VerdictOutcome]:
+    """One outcome per reviewed verdict; ``verdicts`` (by id) tell the layer and conflicts where the reviews do
+    not carry their verdict."""
     by_verdict: dict[str, list[Review]] = defaultdict(list)
     for review in reviews:
         by_verdict[review.verdict_id].append(review)
@@ -68,11 +99,15 @@ def outcomes(reviews: Sequence[Review]) -> list[VerdictOutcome]:
             return abs(r.first_wrong_step - judge_step) <= 1
 
         said = [r.judge_correct for r in group if r.judge_correct is not None]
+        verdict = (verdicts or {}).get(verdict_id) or first.verdict
+        checked = None if verdict is None else verdict.checked_step
         result.append(VerdictOutcome(
             verdict_id=verdict_id, weight=first.sampling_weight, accepted=_mean([r.accepts for r in group]),
             step_exact=_mean([r.accepts_step for r in group]), step_within_one=_mean([within_one(r) for r in group]),
             said_judge_right=_mean(said) if said else None, judge_category=first.judge.category, model=first.model,
-            quantization=first.quantization, annotators=len(group)))
+            quantization=first.quantization, annotators=len(group), layer=layer_of(first, verdict),
+            conflict=None if verdict is None else verdict.conflict,
+            checked_step_confirmed=None if checked is None else _mean([r.first_wrong_step == checked for r in group])))
     return result
 
 
@@ -149,10 +184,26 @@ class DiagnosticReport:
     by_quantization: dict[str, Rate]
     confusion: dict[str, dict[str, int]]
     agreement: Agreement
+    by_layer: dict[str, Rate] = field(default_factory=dict)
+    checked: dict[str, dict[str, Rate]] = field(default_factory=dict)
+    """Verdicts with a checked step, by conflict / no conflict: the LLM's diagnosis accepted, the checked step
+    confirmed."""
 
 
-def diagnostic_report(reviews: Sequence[Review]) -> DiagnosticReport:
-    items = outcomes(reviews)
+def checked_table(items: Sequence[VerdictOutcome]) -> dict[str, dict[str, Rate]]:
+    """Of the verdicts with a checked step, conflicts and the others: accepted, and checked step confirmed."""
+    groups: dict[str, list[VerdictOutcome]] = defaultdict(list)
+    for o in items:
+        if o.checked_step_confirmed is not None:
+            groups["conflict" if o.conflict else "no conflict"].append(o)
+    return {name: {"accepted": rate(group, lambda o: o.accepted),
+                   "checked step confirmed": rate(group, lambda o: o.checked_step_confirmed or 0.0)}
+            for name, group in sorted(groups.items())}
+
+
+def diagnostic_report(reviews: Sequence[Review], verdicts: Sequence[Verdict] | None = None) -> DiagnosticReport:
+    """The report of ``reviews``; ``verdicts``: the verdicts they review, for the layers and the conflicts."""
+    items = outcomes(reviews, {v.id: v for v in verdicts or ()})
     said = [o for o in items if o.said_judge_right is not None]
     return DiagnosticReport(
         reviews=len(reviews), verdicts=len(items), annotators=dict(Counter(r.annotator for r in reviews)),
@@ -162,7 +213,7 @@ def diagnostic_report(reviews: Sequence[Review]) -> DiagnosticReport:
         said_judge_right=rate(said, lambda o: o.said_judge_right),
         by_category=breakdown(items, lambda o: o.judge_category), by_model=breakdown(items, lambda o: o.model),
         by_quantization=breakdown(items, lambda o: o.quantization), confusion=confusion(reviews),
-        agreement=agreement(reviews))
+        agreement=agreement(reviews), by_layer=breakdown(items, lambda o: o.layer), checked=checked_table(items))
 
 
 def report_to_json(report: DiagnosticReport) -> dict:
@@ -186,10 +237,11 @@ def report_to_markdown(report: DiagnosticReport) -> str:
              f"| step localisation, within one step | {_fmt(report.step_within_one)} |",
              f'| annotators answering "the judge is right" | {_fmt(report.said_judge_right)} |', ""]
     for title, table in (("judge's category", report.by_category), ("model", report.by_model),
-                         ("quantization", report.by_quantization)):
+                         ("quantization", report.by_quantization), ("deciding layer", report.by_layer)):
         lines += [f"## By {title}", "", f"| {title} | diagnostic accuracy |", "|---|---|"]
         lines += [f"| {name} | {_fmt(r)} |" for name, r in table.items()]
         lines.append("")
+    lines += _checked_lines(report.checked)
     columns = sorted({c for row in report.confusion.values() for c in row})
     lines += ["## Category confusion (rows: judge, columns: annotators; counts of reviews)", "",
               "| judge \\ human | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
@@ -206,14 +258,25 @@ def report_to_markdown(report: DiagnosticReport) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _checked_lines(checked: dict[str, dict[str, Rate]]) -> list[str]:
+    """The conflicts table: verdicts with a checked step, conflicting with the step checker or not."""
+    if not checked:
+        return []
+    lines = ["## Verdicts with a checked error (the step checker's false claim)", "",
+             "| LLM judge vs checker | diagnosis accepted | first error at the checked step |", "|---|---|---|"]
+    return lines + [f"| {name} | {_fmt(r['accepted'])} | {_fmt(r['checked step confirmed'])} |"
+                    for name, r in checked.items()] + [""]
+
+
 REPORT_FILES = ("report.json", "report.md", "accuracy_by_category.png", "category_confusion.png")
 
 
-def write_report(reviews: Sequence[Review], out: Path) -> tuple[str, list[str]]:
+def write_report(reviews: Sequence[Review], out: Path,
+                 verdicts: Sequence[Verdict] | None = None) -> tuple[str, list[str]]:
     """Write report.json, report.md and the two PNGs into ``out``; returns the Markdown and the file names."""
     from .figures import accuracy_bars, confusion_heatmap
 
-    report = diagnostic_report(reviews)
+    report = diagnostic_report(reviews, verdicts)
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "report.json", [json.dumps(report_to_json(report), indent=2) + "\n"])
     markdown = report_to_markdown(report)

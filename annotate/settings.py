@@ -11,7 +11,10 @@ import html
 from quantmedic.taxonomy.model import NO_ERROR, Taxonomy
 from quantmedic.taxonomy.records import Verdict
 
-METADATA = ("model", "quantization", "subject", "level", "judge", "judge_category", "stratum")
+LAYER_METADATA = ("decided_by", "conflict", "checked_step")
+"""What decided the verdict (judge, checker, rules), whether the LLM judge conflicts with the step checker
+(yes / no), and the checker's checked step (none: the checker found no false claim or did not run)."""
+METADATA = ("model", "quantization", "subject", "level", "judge", "judge_category", "stratum", *LAYER_METADATA)
 WEIGHT = "sampling_weight"
 NO_STEP = "none"
 DEFAULT_MAX_STEPS = 40
@@ -75,6 +78,12 @@ def guidelines(taxonomy: Taxonomy) -> str:
         "subtype (the subtype must belong to the category).",
         "5. Add a comment when something is unclear. Submit; save a draft to come back later; discard "
         "records you cannot judge.", "",
+        "Each diagnosis says which layer decided it: the LLM judge, the deterministic **step checker** (a "
+        "computation a step claims, proven false, with no earlier step found wrong) or the degenerate-output "
+        "rules. Records whose LLM judge **conflicts** with the step checker (metadata `conflict` = yes) need you "
+        "first: the checker proved the step it names wrong, yet the judge puts the first error later or finds "
+        "none. Check that step and the steps before it. To take them first, filter on the metadata `conflict` = "
+        "yes, or sort by the record's insertion date (they were pushed first).", "",
         f"## Error taxonomy: {taxonomy.name}", ""]
     for category in taxonomy.categories:
         lines += [f"### {category.name} (`{category.id}`)", "", category.definition, "",
@@ -96,12 +105,40 @@ def record_fields(verdict: Verdict) -> dict[str, str]:
     confidence = "" if verdict.confidence is None else f", confidence {verdict.confidence:.2f}"
     claim = (f"**{as_text(verdict.judge_model)}** says: {step}, {verdict.category} / {verdict.subtype}"
              f"{confidence}.\n\n{as_text(verdict.explanation or '')}")
+    claim += layer_note(verdict)
     quoted = wrong_section_text(verdict)
     if quoted:
         claim += f"\n\n**The section of the thinking it names:**\n\n{as_markdown_math(quoted)}"
     return {"problem": as_markdown_math(attempt.problem.text), "solution": steps,
             "reference_answer": as_text(attempt.problem.reference_answer or "(unknown)"),
             "judge_explanation": claim}
+
+
+LAYERS = {"judge": "the LLM judge", "checker": "the step checker", "rules": "the degenerate-output rules"}
+
+
+def layer_note(verdict: Verdict) -> str:
+    """What the annotator is told of the deciding layer and the step checker's checked error (Markdown).
+
+    >>> from quantmedic.taxonomy.records import Attempt, Problem
+    >>> a = Attempt(problem=Problem(text="x"), steps=("48 / 2 = 25",))
+    >>> v = Verdict(attempt=a, status="ok", first_wrong_step=-1, judge_model="j", taxonomy="t@1",
+    ...             checked_step=0, checked_claim="48 / 2 = 25 (true: 24)", conflict=True)
+    >>> import textwrap
+    >>> print(textwrap.fill(layer_note(v).strip(), 100))
+    **Decided by:** the LLM judge. **Conflict:** the step checker proved step 0 wrong (`48 / 2 = 25
+    (true: 24)`), but the judge puts the first error later or finds none: check step 0 and the steps
+    before it first.
+    """
+    note = f"\n\n**Decided by:** {LAYERS.get(verdict.decided_by, verdict.decided_by)}."
+    if verdict.checked_step is None:
+        return note
+    claim = f" (`{as_text(verdict.checked_claim)}`)" if verdict.checked_claim else ""
+    if verdict.conflict:
+        return (note + f" **Conflict:** the step checker proved step {verdict.checked_step} wrong{claim}, but the "
+                f"judge puts the first error later or finds none: check step {verdict.checked_step} and the steps "
+                "before it first.")
+    return note + f" The step checker found a false claim in step {verdict.checked_step}{claim}."
 
 
 SECTION_QUOTE_CHARS = 3000
@@ -143,7 +180,9 @@ def record_metadata(verdict: Verdict, weight: float = 1.0, stratum: str | None =
     return {"model": verdict.attempt.model, "quantization": quantization_label(verdict),
             "subject": problem.subject or problem.source or "unknown",
             "level": "unknown" if problem.level is None else str(problem.level), "judge": verdict.judge_model,
-            "judge_category": verdict.category or "unscored", "stratum": stratum or "all", WEIGHT: weight}
+            "judge_category": verdict.category or "unscored", "stratum": stratum or "all", WEIGHT: weight,
+            "decided_by": verdict.decided_by, "conflict": "yes" if verdict.conflict else "no",
+            "checked_step": step_label(verdict.checked_step) or NO_STEP}
 
 
 def record_suggestions(verdict: Verdict) -> dict[str, str]:

@@ -1,6 +1,7 @@
 """``quantmedic medicine build``: verdicts (+ reviews) + attempts → a targeted preference dataset folder.
 
-Steps, in order: resolve the diagnoses (reviews win), drop problems of the evaluation split (the
+Steps, in order: resolve the diagnoses (reviews win; a conflict between the LLM judge and the step
+checker only through a review), drop problems of the evaluation split (the
 contamination guard), draw failures by strategy under the budget, pair each with a correct
 solution (a reasoning model's failed trace with a correct trace), measure the pairs' lengths, export. The folder is written next to its final place and renamed in one move; a rerun
 with the same inputs and settings finds it done, and a different build never overwrites it
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 from quantmedic.judge.adapters import load_attempts
 from quantmedic.taxonomy.errors import InputError, read_text
@@ -60,7 +61,21 @@ class BuildSettings(BaseModel):
     tokenizer: str | None = Field(None, description=(
         "Tokenizer (the model to train: a folder or Hub id) to count the pairs' tokens with, through its chat "
         "template as `train dpo` does; without it medicine.json gives characters and estimated tokens."))
+    prefer_checker: bool = Field(True, description=(
+        "Where the budget must choose among equally eligible failures, take those the step checker decided "
+        "(`judge --checker`: a computation proven false, no earlier step found wrong) first. On by default: those "
+        "diagnoses are exact, the category shares stay as drawn, and verdicts without a checker decision draw as "
+        "before; --no-prefer-checker keeps the subtypes within execution as a random draw gives them."))
     reviews: bool = Field(False, description="Whether human reviews decided the diagnoses (set from the inputs).")
+
+    @model_serializer(mode="wrap")
+    def _default_preference_unsaid(self, handler):
+        """prefer_checker at its default is left out of the dump, so that builds and study stages made before it
+        keep their fingerprints (it changes nothing without checker-decided verdicts)."""
+        data = handler(self)
+        if self.prefer_checker and isinstance(data, dict):
+            data.pop("prefer_checker", None)
+        return data
 
 
 @dataclass
@@ -113,6 +128,8 @@ def fingerprint(inputs: MedicineInputs, settings: BuildSettings) -> str:
         located = (v.first_wrong_step, v.category, v.subtype) + ((v.first_wrong_section, v.scope)
                                                                   if v.scope != "solution" else ())
         digest.update(v.id.encode() + v.status.encode() + str(located).encode())
+        if v.decided_by == "checker" or v.conflict:  # only then: the fingerprints of other verdicts stay
+            digest.update(f"{v.decided_by}{v.conflict}".encode())
     for a in inputs.attempts:
         digest.update(a.id.encode() + str(a.correct).encode())
     for r in inputs.reviews or ():
@@ -132,14 +149,14 @@ def build(inputs: MedicineInputs, settings: BuildSettings) -> tuple[list, dict[s
         skipped[f"category {category} excluded"] += n
     diagnoses, contamination = guard(diagnoses, inputs.eval_problems, settings.allow_eval_overlap)
     selection = select(diagnoses, settings.budget, settings.strategy, seed=settings.seed,  # type: ignore[arg-type]
-                       max_per_problem=settings.max_per_problem)
+                       max_per_problem=settings.max_per_problem, prefer_checker=settings.prefer_checker)
     pairs, notes = build_pairs(selection.chosen, inputs.attempts, order=settings.chosen, step_level=settings.step_level,
                                allow_chosen_without_thinking=settings.allow_chosen_without_thinking)
     taxonomies = sorted({v.taxonomy for v in inputs.verdicts})
     report = {
         "quantmedic_version": importlib.metadata.version("quantmedic"),
         "fingerprint": fingerprint(inputs, settings),
-        "settings": settings.model_dump(mode="json"),
+        "settings": {**settings.model_dump(mode="json"), "prefer_checker": settings.prefer_checker},
         "inputs": {**inputs.files, "verdicts_read": len(inputs.verdicts), "attempts_read": len(inputs.attempts),
                    "reviews_read": len(inputs.reviews) if inputs.reviews is not None else None},
         "taxonomy": ", ".join(taxonomies),
@@ -153,10 +170,19 @@ def build(inputs: MedicineInputs, settings: BuildSettings) -> tuple[list, dict[s
         "categories": dict(Counter(p.category for p in pairs).most_common()),
         "chosen_sources": dict(Counter(p.chosen_source for p in pairs).most_common()),
         "kinds": dict(Counter(p.kind for p in pairs).most_common()),
+        **pair_layers(pairs, selection.chosen),
         "lengths": length_report(pairs, settings.tokenizer),
         "problem_keys": sorted({problem_key(d.attempt.problem) for d in selection.chosen}),
     }
     return pairs, report
+
+
+def pair_layers(pairs: list, chosen: Sequence[Diagnosis]) -> dict[str, Any]:
+    """Which layer decided each pair's diagnosis (the pairs carry the verdict id, not the layer): pairs per layer
+    (judge, checker, rules; ``human`` where a review corrected the diagnosis) and the checker-decided pairs' ids."""
+    layer = {d.verdict.id: "human" if d.source == "human-corrected" else d.decided_by for d in chosen}
+    return {"decided_by": dict(Counter(layer.get(p.verdict_id, "judge") for p in pairs).most_common()),
+            "checker_decided_pairs": sorted(p.id for p in pairs if layer.get(p.verdict_id) == "checker")}
 
 
 def write(out_dir: str | Path, pairs: list, report: dict[str, Any], *, overwrite: bool = False) -> str:

@@ -4,6 +4,11 @@ Only scored verdicts are diagnoses. When reviews are given, only reviewed verdic
 that its reviewers accept keeps the judge's answer, one they correct takes theirs (corrections
 win), and one whose reviewers disagree with each other, or who say no step is wrong, is left out.
 
+A verdict whose LLM judge conflicts with the step checker (``conflict``: the judge puts the first
+error after the checker's proven-false step, or finds none) is never treated on the judge's word: without
+reviews it is left out ("conflict with the step checker, not reviewed"); with reviews it is used only
+as its reviewers accepted or corrected it, as every verdict then is.
+
 A reasoning model's verdict judged over its thinking alone (``scope='thinking'``) has no first wrong
 step: it is a diagnosis when it names a category and a first wrong section, and treats that category
 (its pairs are whole traces, never step-level).
@@ -19,6 +24,7 @@ from quantmedic.taxonomy.model import NO_ERROR
 from quantmedic.taxonomy.records import DiagnosisSource, Review, Verdict
 
 Source = DiagnosisSource
+CONFLICT_SKIP = "conflict with the step checker, not reviewed"
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,17 @@ class Diagnosis:
     subtype: str | None
     source: Source
     review_ids: tuple[str, ...] = ()
+
+    @property
+    def decided_by(self) -> str:
+        """The layer that decided the verdict: judge, checker or rules (a human correction replaces it: see
+        :attr:`checker_confirmed`)."""
+        return self.verdict.decided_by
+
+    @property
+    def checker_confirmed(self) -> bool:
+        """The step checker decided the diagnosis and no human replaced it with their own."""
+        return self.verdict.decided_by == "checker" and self.source != "human-corrected"
 
     @property
     def attempt(self):
@@ -81,6 +98,8 @@ def resolve(verdicts: Sequence[Verdict], reviews: Iterable[Review] | None = None
             skipped["judge found no wrong step"] += 1
         elif verdict.attempt.correct is not False:
             skipped["attempt is not graded wrong"] += 1
+        elif not humans and verdict.conflict:
+            skipped[CONFLICT_SKIP] += 1
         elif not humans:
             step = None if verdict.first_wrong_step == -1 else verdict.first_wrong_step
             kept.append(Diagnosis(verdict, step, verdict.category, verdict.subtype, "judge"))

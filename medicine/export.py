@@ -113,6 +113,7 @@ def dataset_card(pairs: Sequence[PreferencePair], report: dict[str, Any]) -> str
         "### Error categories", "", *_table(Counter(p.category for p in pairs), total, "category"), "",
         "### Sources of the chosen solutions", "", *_table(Counter(p.chosen_source for p in pairs), total, "chosen from"),
         "", "### Diagnoses", "", *_table(Counter(p.diagnosis_source for p in pairs), total, "diagnosed by"), "",
+        *_layers_section(report, total),
         "### Pair kinds", "", *_table(Counter(p.kind for p in pairs), total, "kind"), "",
         *_lengths_section(report.get("lengths")),
         "## Problems and licences", "", "| source | pairs | licence | origin |", "|---|---:|---|---|",
@@ -140,6 +141,24 @@ def dataset_card(pairs: Sequence[PreferencePair], report: dict[str, Any]) -> str
         "`rejected_thinking_chars`, `chosen_thinking_chars`, `rejected_thinking_tokens`, `chosen_thinking_tokens`, "
         "`thinking_tokens_estimated`.", ""]
     return "\n".join(front + body)
+
+
+LAYER_NAMES = {"judge": "LLM judge", "checker": "step checker", "rules": "degenerate-output rules",
+               "human": "human correction"}
+
+
+def _layers_section(report: dict[str, Any], total: int) -> list[str]:
+    """The card's deciding layers: which layer decided the pairs' diagnoses (``medicine.json`` lists the
+    checker-decided pairs' ids)."""
+    layers = report.get("decided_by")
+    if not layers:
+        return []
+    counter = Counter({LAYER_NAMES.get(k, k): n for k, n in layers.items()})
+    note = ("Checker-decided diagnoses were taken first where the budget had to choose (`prefer_checker`); "
+            if report.get("settings", {}).get("prefer_checker") and layers.get("checker") else "")
+    return ["### Deciding layer", "", *_table(counter, total, "decided by"), "",
+            note + "verdicts whose LLM judge conflicts with the step checker are used only when a human reviewed "
+            "them; `medicine.json` lists the checker-decided pairs (`checker_decided_pairs`).", ""]
 
 
 def _lengths_section(lengths: dict[str, Any] | None) -> list[str]:

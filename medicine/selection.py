@@ -7,6 +7,12 @@ Strategies (the unit is one diagnosed failure; at most ``max_per_problem`` per p
 * ``stratified``: the categories get equal shares (a category with too few failures gives its
   unused share to the others);
 * ``uniform``: a simple random sample of the failures.
+
+With ``prefer_checker``, wherever the draw must choose among equally eligible failures (within a
+category's share, within a problem's ``max_per_problem``, or the whole pool for ``uniform``), those the
+step checker decided (:attr:`Diagnosis.checker_confirmed`) are taken first, at random among them, and the
+others fill what is left. The category shares do not change. Without any checker-decided failure the draw
+is the same as without the preference (the same random calls).
 """
 
 from __future__ import annotations
@@ -73,34 +79,46 @@ class Selection:
     budget: int
 
 
-def _one_per_problem(diagnoses: Sequence[Diagnosis], max_per_problem: int, rng: random.Random) -> list[Diagnosis]:
+def draw(rng: random.Random, group: Sequence[Diagnosis], k: int, prefer_checker: bool = False) -> list[Diagnosis]:
+    """``k`` of ``group`` at random; with ``prefer_checker`` the checker-confirmed ones first."""
+    first = [d for d in group if d.checker_confirmed] if prefer_checker else []
+    if not first:
+        return rng.sample(list(group), k)
+    if len(first) >= k:
+        return rng.sample(first, k)
+    return first + rng.sample([d for d in group if not d.checker_confirmed], k - len(first))
+
+
+def _one_per_problem(diagnoses: Sequence[Diagnosis], max_per_problem: int, rng: random.Random,
+                     prefer_checker: bool = False) -> list[Diagnosis]:
     by_problem: dict[str, list[Diagnosis]] = defaultdict(list)
     for d in diagnoses:
         by_problem[d.attempt.problem.id].append(d)
     kept: list[Diagnosis] = []
     for problem_id in sorted(by_problem):
         group = sorted(by_problem[problem_id], key=lambda d: d.verdict.id)
-        kept += rng.sample(group, min(max_per_problem, len(group)))
+        kept += draw(rng, group, min(max_per_problem, len(group)), prefer_checker)
     return kept
 
 
 def select(diagnoses: Sequence[Diagnosis], budget: int, strategy: Strategy = "error-weighted", *, seed: int = 0,
-           max_per_problem: int = 1) -> Selection:
-    """Draw up to ``budget`` failures by ``strategy``; the same inputs and seed give the same draw."""
+           max_per_problem: int = 1, prefer_checker: bool = False) -> Selection:
+    """Draw up to ``budget`` failures by ``strategy`` (checker-decided first with ``prefer_checker``); the same
+    inputs and seed give the same draw."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     if budget < 1 or max_per_problem < 1:
         raise ValueError("budget and max_per_problem must be at least 1")
     rng = random.Random(seed)
-    pool = _one_per_problem(diagnoses, max_per_problem, rng)
+    pool = _one_per_problem(diagnoses, max_per_problem, rng, prefer_checker)
     by_category: dict[str, list[Diagnosis]] = defaultdict(list)
     for d in sorted(pool, key=lambda d: d.verdict.id):
         by_category[d.category].append(d)
     available = {k: len(v) for k, v in sorted(by_category.items())}
     if strategy == "uniform":
-        chosen = rng.sample(sorted(pool, key=lambda d: d.verdict.id), min(budget, len(pool)))
+        chosen = draw(rng, sorted(pool, key=lambda d: d.verdict.id), min(budget, len(pool)), prefer_checker)
         allocated = dict(sorted(Counter(d.category for d in chosen).items()))
     else:
         allocated = allocate(available, budget, strategy)
-        chosen = [d for k in available for d in rng.sample(by_category[k], allocated[k])]
+        chosen = [d for k in available for d in draw(rng, by_category[k], allocated[k], prefer_checker)]
     return Selection(tuple(chosen), available, {k: allocated.get(k, 0) for k in available}, strategy, seed, budget)

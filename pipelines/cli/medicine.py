@@ -52,6 +52,8 @@ def build_command(
                                                              "--allow-chosen-without-thinking")]
         = B.allow_chosen_without_thinking,
     tokenizer: Annotated[Optional[str], described(BuildSettings, "tokenizer")] = None,
+    prefer_checker: Annotated[bool, described(BuildSettings, "prefer_checker", "--prefer-checker/--no-prefer-checker")]
+        = B.prefer_checker,
     push_to_hub: Annotated[Optional[str], typer.Option("--push-to-hub", help="Also upload to this Hub dataset repo "
                                                                              "(user/name); token from $HF_TOKEN.")] = None,
     private: Annotated[bool, typer.Option("--private", help="Make the Hub repo private.")] = False,
@@ -64,7 +66,8 @@ def build_command(
                               strategy=strategy, seed=seed, chosen=split_csv(chosen), step_level=step_level,
                               max_per_problem=max_per_problem, exclude_categories=tuple(exclude_category or ()),
                               allow_eval_overlap=allow_eval_overlap, reviews=reviews is not None,
-                              allow_chosen_without_thinking=allow_chosen_without_thinking, tokenizer=tokenizer)
+                              allow_chosen_without_thinking=allow_chosen_without_thinking, tokenizer=tokenizer,
+                              prefer_checker=prefer_checker)
     try:
         token = hub_token() if push_to_hub else None  # fail before any work
     except PermissionError as error:
@@ -125,6 +128,9 @@ def _print_report(report: dict) -> None:
                           + ", ".join(f"{k}: {n}" for k, n in report[key].items()), highlight=False)
     stderr.print(f"chosen from: {', '.join(f'{k} {n}' for k, n in report['chosen_sources'].items()) or '–'}; "
                   f"contamination guard: {report['contamination']['summary']}", highlight=False)
+    if set(report.get("decided_by", {})) - {"judge"}:  # only once another layer decided some: old output unchanged
+        stderr.print("diagnoses decided by: " + ", ".join(f"{k} {n}" for k, n in report["decided_by"].items())
+                     + ("" if report["settings"].get("prefer_checker") else " (--no-prefer-checker)"), highlight=False)
     _print_lengths(report["lengths"])
 
 

@@ -1,12 +1,12 @@
 """``quantmedic report STUDY_DIR``: a self-contained HTML report (and Markdown) of a study.
 
 Sections: for a study with a matrix or several seeds, the low-bit grid (:mod:`.report_matrix`); accuracy of
-each model with intervals and the drop; the flips; the error-category mix
-per model (stacked bars) and a radar chart per model size; where the first wrong step falls; for
-reasoning models (only when there are traces), their lengths and the error mix by position in the
-thinking; the judge's meta-evaluation and its human-verified diagnostic accuracy; the medicine's make-up; the
-accuracy recovered. Every figure is also a PNG under ``figures/`` and every table a CSV under
-``tables/``; the HTML embeds the figures as data URIs, so it renders offline.
+each model with intervals and the drop; the flips; the error-category mix per model (stacked bars), a radar
+chart per model size, and the mix by deciding layer (:mod:`.report_layers`); where the first wrong step falls;
+for reasoning models (only when there are traces), their lengths and the error mix by position in the
+thinking; the judge's meta-evaluation and its human-verified diagnostic accuracy (also by layer); the
+medicine's make-up; the accuracy recovered. Every figure is also a PNG under ``figures/`` and every table a
+CSV under ``tables/``; the HTML embeds the figures as data URIs, so it renders offline.
 """
 
 from __future__ import annotations
@@ -33,9 +33,10 @@ from quantmedic.taxonomy.jsonl import read_records, write_atomic
 from quantmedic.taxonomy.model import load_taxonomy
 from quantmedic.taxonomy.records import Review, Verdict
 
-from . import layout as L
+from . import layout as L, report_layers as layers
 from .layout import STATE, StudyFolder, stage_name as S
 from .report_imported import skipped_rows, uncompared
+from .report_layers import interval as _iv, pct as _pct
 from .report_matrix import HEADERS as GRID_HEADERS, grid_parts
 
 SECTIONS = ("skipped", "grid", "accuracy", "flips", "categories", "positions", "lengths", "judge", "medicine", "recovery")
@@ -62,14 +63,6 @@ class Section:
     text: str = ""
     tables: list[Table] = field(default_factory=list)
     figures: list[Path] = field(default_factory=list)
-
-
-def _pct(x) -> str:
-    return "–" if x is None else f"{100 * x:.1f}%"
-
-
-def _iv(pair) -> str:
-    return "–" if not pair else f"[{100 * pair[0]:.1f}, {100 * pair[1]:.1f}]"
 
 
 class StudyFiles(StudyFolder):
@@ -202,8 +195,10 @@ def categories_section(files: StudyFiles) -> Section:
         ax.legend(fontsize=8, loc="lower right")
         figures.append((f"radar-{size}", fig))
     text = ", ".join(f"{q}: {n} unscored" for q, n in unscored.items() if n)
-    return Section("categories", "Error categories per model", text + (" (not counted)." if text else ""),
-                   [Table("categories", ["model", "diagnosed", *categories], rows)], figures)
+    text = " ".join(filter(None, (text and text + " (not counted).", layers.layer_text(verdicts))))
+    return Section("categories", "Error categories per model", text,
+                   [Table("categories", ["model", "diagnosed", *categories], rows), Table(*layers.layer_mix(verdicts))],
+                   figures)
 
 
 def positions_section(files: StudyFiles) -> Section:
@@ -274,17 +269,18 @@ def judge_section(files: StudyFiles) -> Section:
         text.append("Judge meta-evaluation on ProcessBench's human step labels (GSM8K split).")
     else:
         text.append("No judge meta-evaluation in this study (set judge.eval_limit).")
-    rows = []
+    rows, by_layer = [], []
     for q in files.quantizations():
         if path := files.output(S("review", q), L.REVIEWS):
             reviews = read_records(path, Review)
             if reviews:
-                r = diagnostic_report(reviews)
-                a = r.diagnostic_accuracy
+                r = diagnostic_report(reviews, _verdicts(files).get(q))
+                a, by_layer = r.diagnostic_accuracy, by_layer + layers.accuracy_rows(q, r)
                 rows.append([q, r.verdicts, r.reviews, _pct(a.value), _iv((a.low, a.high) if a.value is not None
                                                                           else None), _pct(r.step_exact.value)])
-    tables.append(Table("diagnostic_accuracy", ["quantization", "verdicts reviewed", "reviews",
-                                                "diagnostic accuracy", "95% Wilson interval", "step exact"], rows))
+    tables += [Table("diagnostic_accuracy", ["quantization", "verdicts reviewed", "reviews", "diagnostic accuracy",
+                                             "95% Wilson interval", "step exact"], rows),
+               Table("diagnostic_accuracy_by_layer", layers.ACCURACY_HEADERS, by_layer)]
     if not rows:
         text.append("No human reviews in this study.")
     return Section("judge", "The judge: meta-evaluation and human-verified diagnostic accuracy", " ".join(text),
@@ -292,15 +288,18 @@ def judge_section(files: StudyFiles) -> Section:
 
 
 def medicine_section(files: StudyFiles) -> Section:
-    rows, sources = [], []
+    rows, sources, by_layer = [], [], []
     for q in files.quantizations():
         if files.output(S("medicine", q), L.MEDICINE_REPORT):
             report = read_report(files.finished(S("medicine", q)) / L.MEDICINE)
             rows += [[q, c, n] for c, n in report["categories"].items()]
             sources += [[q, s, n] for s, n in report["chosen_sources"].items()]
-    return Section("medicine", "The medicine", "Preference pairs per error category and where their chosen "
-                   "solutions came from.", [Table("medicine_categories", ["quantization", "category", "pairs"], rows),
-                                            Table("medicine_chosen", ["quantization", "chosen from", "pairs"], sources)])
+            by_layer += layers.medicine_rows(q, report)
+    return Section("medicine", "The medicine", "Preference pairs per error category, where their chosen solutions "
+                   "came from, and the layer that decided their diagnosis.",
+                   [Table("medicine_categories", ["quantization", "category", "pairs"], rows),
+                    Table("medicine_chosen", ["quantization", "chosen from", "pairs"], sources),
+                    Table("medicine_layers", layers.MEDICINE_HEADERS, by_layer)])
 
 
 def recovery_section(files: StudyFiles) -> Section:
