@@ -3,11 +3,13 @@
 
 The output is written atomically (:func:`quantmedic.taxonomy.jsonl.write_atomic`) while the attempts are checked,
 one :class:`~quantmedic.judge.checker.Finding` per line, in input order; a run that fails leaves no output. Where
-it writes is checked before the input is read.
+it writes is checked before the input is read. The claims only sympy decides are decided ahead, a chunk of attempts
+at a time, by a pool of worker processes (:class:`~quantmedic.judge.checker_symbolic.SymbolicPool`).
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +22,8 @@ from quantmedic.taxonomy.outputs import check_output_file
 from quantmedic.taxonomy.records import Attempt
 
 from .adapters import FORMATS, load_attempts
-from .checker import CheckedAttempt, check_steps
+from .checker import CheckedAttempt, check_steps, symbolic_claims
+from .checker_symbolic import SymbolicPool, prefetch
 
 Progress = Callable[[int, int], None]
 
@@ -43,6 +46,8 @@ class CheckSummary:
     steps: int = 0
     claims: int = 0
     unparsed: int = 0
+    symbolic: int = 0
+    timeouts: int = 0
     findings: int = 0
     with_error: int = 0
     seconds: float = 0.0
@@ -57,6 +62,8 @@ class CheckSummary:
         self.steps += result.steps
         self.claims += result.claims_checked
         self.unparsed += result.claims_unparsed
+        self.symbolic += result.claims_symbolic
+        self.timeouts += result.claims_timed_out
         self.findings += len(result.findings)
         self.with_error += result.checked_error is not None
         self.checked.append(result)
@@ -64,18 +71,28 @@ class CheckSummary:
     def lines(self) -> list[tuple[str, str]]:
         """The summary as (label, value) rows."""
         return [("attempts", f"{self.attempts:,}"), ("steps", f"{self.steps:,}"), ("claims checked", f"{self.claims:,}"),
-                ("claims not readable", f"{self.unparsed:,}"), ("findings (false claims)", f"{self.findings:,}"),
-                ("attempts with a checked error", f"{self.with_error:,}"),
-                ("steps/s", f"{self.steps_per_s:,.0f}")]
+                ("claims not readable", f"{self.unparsed:,}"), ("claims decided by sympy", f"{self.symbolic:,}"),
+                ("sympy timeouts (not readable)", f"{self.timeouts:,}"),
+                ("findings (false claims)", f"{self.findings:,}"),
+                ("attempts with a checked error", f"{self.with_error:,}"), ("steps/s", f"{self.steps_per_s:,.0f}")]
 
 
-def check_attempts(attempts: Sequence[Attempt], out: str | Path, progress: Progress | None = None) -> CheckSummary:
-    """Check ``attempts`` and write their findings to ``out`` (JSONL, atomically, as they are found)."""
+CHUNK = 64  # attempts whose sympy claims are decided together
+
+
+def check_attempts(attempts: Sequence[Attempt], out: str | Path, progress: Progress | None = None,
+                   workers: int | None = None) -> CheckSummary:
+    """Check ``attempts`` and write their findings to ``out`` (JSONL, atomically, as they are found); sympy's
+    claims in ``workers`` processes (default: up to 2, one per CPU)."""
     summary = CheckSummary()
     start = time.perf_counter()
+    pool = SymbolicPool(workers or min(2, os.cpu_count() or 1))
 
     def chunks() -> Iterator[str]:
         for done, attempt in enumerate(attempts, start=1):
+            if done % CHUNK == 1:
+                prefetch([c for a in attempts[done - 1:done - 1 + CHUNK] for s in a.steps for c in symbolic_claims(s)],
+                         pool)
             result = check_steps(attempt.id, attempt.steps)
             summary.add(result)
             for finding in result.findings:
@@ -83,7 +100,8 @@ def check_attempts(attempts: Sequence[Attempt], out: str | Path, progress: Progr
             if progress is not None and (done % 100 == 0 or done == len(attempts)):
                 progress(done, len(attempts))
 
-    write_atomic(out, chunks())
+    with pool:
+        write_atomic(out, chunks())
     summary.seconds = time.perf_counter() - start
     return summary
 

@@ -13,8 +13,10 @@ comma or a word such as ``of``, ``half``, ``times`` is dropped; two bare numbers
 are no claim; a run-on ``5 * 2 = 10 + 3 = 13`` is ``5 * 2 = 10``, then ``10 + 3 = 13``; implicit products, unknowns,
 modular arithmetic, division by zero, huge powers are unparsed; in a step that says it rounds (``remainder``,
 ``rounded down``, ``floor``, ``whole``, ``complete``) an integer within 1 of the true value is unparsed, not false
-(``36/5 = 7 full pens, with a remainder of 1``). No sympy (v1): √ is evaluated to 40 digits. Normalization:
-:mod:`quantmedic.judge.checker_text`.
+(``36/5 = 7 full pens, with a remainder of 1``). √ is evaluated to 40 digits. Normalization:
+:mod:`quantmedic.judge.checker_text`. What this parser cannot read but sympy decides exactly (``\\sqrt{12} =
+2\\sqrt{3}``, ``5! = 120``, an expansion in one or two letters) is checked by
+:mod:`quantmedic.judge.checker_symbolic`, in worker processes under a timeout (counted, never a finding).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from math import isqrt
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from . import checker_symbolic
 from .checker_text import normalize
 
 Interval = tuple[Fraction, Fraction]
@@ -68,6 +71,8 @@ class StepCheck:
     false: tuple[tuple[str, str, str, str], ...] = ()  # (expression, relation, claimed, true)
     checked: int = 0
     unparsed: int = 0
+    symbolic: int = 0  # claims decided by sympy (not in ``checked``)
+    timeouts: int = 0  # claims sympy did not decide in time (not in ``unparsed``)
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,8 @@ class CheckedAttempt:
     checked_error: int | None
     claims_checked: int
     claims_unparsed: int
+    claims_symbolic: int = 0
+    claims_timed_out: int = 0
 
 
 _NUMBER = r"(?:\d{1,3}(?:,\d{3})+(?!\d)(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)"
@@ -322,14 +329,31 @@ def _check_pair(left: str, right: str, relation: str, rounds: bool = False) -> t
     return " ".join(left.split()), relation, " ".join(right.split()), true
 
 
+def symbolic_claims(text: str) -> list[checker_symbolic.Claim]:
+    """The claims in ``text`` for sympy: :func:`~quantmedic.judge.checker_symbolic.candidates` that the interval
+    parser cannot read."""
+    return [c for c in checker_symbolic.candidates(text)
+            if c.kind == "identity" or _check_pair(normalize(c.left), normalize(c.right), "=") is None]
+
+
+def _symbolic(text: str, false: list) -> tuple[int, int]:
+    """sympy's false claims appended to ``false``; (claims decided, claims timed out)."""
+    claims = symbolic_claims(text)
+    decided = timeouts = 0
+    for claim, decision in zip(claims, checker_symbolic.decide(claims) if claims else ()):
+        timeouts += decision.status == checker_symbolic.TIMEOUT
+        decided += decision.status in (checker_symbolic.TRUE, checker_symbolic.FALSE)
+        if decision.status == checker_symbolic.FALSE:
+            false.append((" ".join(claim.left.split()), "=", " ".join(claim.right.split()), decision.true))
+    return decided, timeouts
+
+
 def check_text(text: str) -> StepCheck:
     """Every claim in one step's text: the false ones, the number checked and the number not readable."""
     norm = normalize(text)
-    if "=" not in norm and "≈" not in norm:
-        return StepCheck()
     false, checked, unparsed = [], 0, 0
     rounds = bool(ROUNDING.search(text))
-    for match in RUN.finditer(norm):
+    for match in RUN.finditer(norm) if "=" in norm or "≈" in norm else ():
         run = match.group()
         if ("=" not in run and "≈" not in run) or not any(c.isdigit() for c in run):
             continue
@@ -349,19 +373,22 @@ def check_text(text: str) -> StepCheck:
             checked += 1
             if result is not True:
                 false.append(result)
-    return StepCheck(tuple(false), checked, unparsed)
+    symbolic, timeouts = _symbolic(text, false) if "=" in text else (0, 0)
+    return StepCheck(tuple(false), checked, unparsed, symbolic, timeouts)
 
 
 def check_steps(attempt_id: str, steps: tuple[str, ...] | list[str]) -> CheckedAttempt:
     """Check every step of one attempt; the first step with a false claim is its checked error."""
     findings: list[Finding] = []
-    checked = unparsed = 0
+    checked = unparsed = symbolic = timeouts = 0
     for number, step in enumerate(steps, start=1):
         result = check_text(step)
         checked += result.checked
         unparsed += result.unparsed
+        symbolic += result.symbolic
+        timeouts += result.timeouts
         for expression, relation, claimed, true in result.false:
             findings.append(Finding(attempt_id=attempt_id, step=number, expression=expression, relation=relation,
                                     claimed=claimed, true=true, first_error=not findings))
     return CheckedAttempt(attempt_id, len(steps), tuple(findings), findings[0].step if findings else None,
-                          checked, unparsed)
+                          checked, unparsed, symbolic, timeouts)

@@ -12,7 +12,9 @@ import re
 
 _FRAC = re.compile(r"\\[dt]?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}")
 _SQRT_TEX = re.compile(r"\\sqrt\s*\{([^{}]*)\}")
-_TEXT = re.compile(r"\\(?:text|mathrm|textbf|mbox|operatorname)\s*\{[^{}]*\}")
+_TEXT = re.compile(r"\\(?:text|mathrm|textbf|mbox|operatorname)\s*\{([^{}]*)\}(?:\s*\^\s*(?:\d|\{[^{}]*\}))?")
+_THIN_THOUSANDS = re.compile(r"(?<=\d),\\!(?=\d{3})")  # 729,\!000
+_OVERLINE = re.compile(r"\\overline\s*\{[^{}]*\}")  # a repeating decimal 0.\overline{3}: no number
 _TEX_SPACE = re.compile(r"\\(?:left|right|[,;:! ]|quad|qquad|displaystyle|boxed|big|Big)(?![a-zA-Z])")
 _TEX_OPS = {r"\cdot": "*", r"\times": "*", r"\div": "/", r"\approx": "≈", r"\%": "%", r"\$": "$"}
 _TEX_OTHER = re.compile(r"\\[a-zA-Z]+")
@@ -26,17 +28,19 @@ _CURRENCY = re.compile(r"[$€£¥₹](?=\s*[\d.(])|(?<=\d)[$€£¥₹]")
 
 
 def _text_or_unit(match: re.Match) -> str:
-    """``\\text{…}`` after a number is its unit (dropped); elsewhere its words, which end a chain."""
+    """``\\text{…}`` after a number is its unit (dropped, with its power: ``12\\text{ cm}^2``; but not cents, a
+    different scale); elsewhere its words, which end a chain."""
     before = match.string[:match.start()].rstrip()
-    if before[-1:].isdigit():
+    if before[-1:].isdigit() and not re.search(r"\bcents?\b", match.group(1)):  # "$0.054 = 5.4 cents" rescales
         return " "
-    words = match.group()[match.group().index("{") + 1:-1]
-    return f" {words} "
+    applied = match.string[match.end():match.end() + 1] in ("(", "{")  # \text{mex}(1): a function's argument
+    return f" {match.group(1)}" + ("" if applied else " ")
 
 
 def _latex(text: str) -> str:
     for delimiter in (r"\(", r"\)", r"\[", r"\]", "$$"):
         text = text.replace(delimiter, "\n")  # a display or inline formula is a chain of its own
+    text = _OVERLINE.sub("Z", _THIN_THOUSANDS.sub(",", text))
     text = _TEXT.sub(_text_or_unit, text)
     for _ in range(4):  # nested fractions and roots, innermost first
         text = _FRAC.sub(r"((\1)/(\2))", _SQRT_TEX.sub(r"√(\1)", text))
