@@ -3,8 +3,9 @@ million) against an instant local OpenAI-compatible server (``tests/support/faul
 latency), then the same command again on the finished output.
 
 Prints, from one run: items/s overall, the rate of the last tenth over the first tenth (flat cost:
-near 1.0), the judge process's peak RSS, and the rerun's seconds and requests sent (it should send
-none). The rate is read from the verdicts file's partial (``.<out>.partial``) as it grows.
+near 1.0), the judge process's peak RSS, and the rerun's seconds (wall and CPU), peak RSS and requests
+sent (it should send none), with the load average (the cores may be shared). The rate is read from the
+verdicts file's partial (``.<out>.partial``) as it grows.
 
 Run (from the repository root, with quantmedic installed)::
 
@@ -18,12 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from judge_throughput import DATA, MODEL, start_fault_server  # noqa: E402
@@ -69,22 +70,39 @@ class LineCounter:
         return self.lines
 
 
-def judge(args: list[str], partial: Path | None) -> tuple[float, list[tuple[float, int]], str]:
-    """Run ``quantmedic judge``; its seconds, ``(time, verdicts so far)`` samples and stderr."""
-    start, samples = time.perf_counter(), []
+class Run(NamedTuple):
+    """One ``quantmedic judge`` process: wall seconds, ``(time, verdicts so far)`` samples, stderr, and its own
+    CPU seconds (user + system) and peak RSS in MB (from ``wait4``: this process alone, not the server)."""
+
+    seconds: float
+    samples: list[tuple[float, int]]
+    stderr: str
+    cpu: float
+    peak_mb: float
+
+
+def judge(args: list[str], partial: Path | None) -> Run:
+    """Run ``quantmedic judge``, sampling the growth of ``partial`` (if given) once a second."""
+    start, samples, sampled = time.perf_counter(), [], time.perf_counter()
     count = LineCounter(partial) if partial is not None else None
     with tempfile.TemporaryFile("w+") as err:
         process = subprocess.Popen([sys.executable, "-m", "quantmedic.pipelines.cli", "judge", *args],
                                    stdout=subprocess.DEVNULL, stderr=err, env={**os.environ, "COLUMNS": "200"})
-        while process.poll() is None:
-            time.sleep(1.0)
-            if count is not None:
-                samples.append((time.perf_counter() - start, count()))
+        while True:  # its end to 20 ms (a 1 s sleep would round the time up to a second)
+            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+            if pid:
+                break
+            time.sleep(0.02)
+            if count is not None and time.perf_counter() - sampled >= 1.0:
+                sampled = time.perf_counter()
+                samples.append((sampled - start, count()))
+        seconds = time.perf_counter() - start
+        process.returncode = os.waitstatus_to_exitcode(status)
         err.seek(0)
         stderr = err.read()
     if process.returncode != 0:
         raise SystemExit(f"judge failed ({process.returncode}):\n{stderr[-2000:]}")
-    return time.perf_counter() - start, samples, stderr
+    return Run(seconds, samples, stderr, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024)
 
 
 def tenth_rates(samples: list[tuple[float, int]], n: int) -> tuple[float, float]:
@@ -112,16 +130,18 @@ def main() -> None:
             base_url = f"http://127.0.0.1:{server.port}/v1"
             args = [str(attempts), "--out", str(out), "--base-url", base_url, "-m", MODEL, "--cache", str(cache),
                     "--concurrency", str(options.concurrency)]
-            seconds, samples, _ = judge(args, out.with_name(f".{out.name}.partial"))
-            peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-            again, _, stderr = judge(args, None)
+            first_run = judge(args, out.with_name(f".{out.name}.partial"))
+            again = judge(args, None)
+        seconds, samples = first_run.seconds, first_run.samples
         grown = [s for s in samples if s[1] > 0]  # the partial is folded into the output and removed at the end
         first, last = tenth_rates([(0.0, 0), *grown] if grown and grown[-1][1] >= n else [(0.0, 0), *grown, (seconds, n)], n)
         print(f"items {n}  concurrency {options.concurrency}  judged in {seconds:.0f} s ({n / seconds:.0f} items/s)")
         print(f"first tenth {first:.0f} items/s  last tenth {last:.0f} items/s  last/first {last / first:.2f}")
-        print(f"peak RSS of the judge process {peak_mb:.0f} MB  verdicts written {lines_in(out)}")
-        print(f"rerun of the finished run: {again:.1f} s; " + next(
-            (line.strip() for line in stderr.splitlines() if "requests sent" in line), "no summary line"))
+        print(f"peak RSS of the judge process {first_run.peak_mb:.0f} MB  verdicts written {lines_in(out)}")
+        print(f"rerun of the finished run: {again.seconds:.1f} s ({again.cpu:.1f} s CPU, peak RSS "
+              f"{again.peak_mb:.0f} MB); " + next((line.strip() for line in again.stderr.splitlines()
+                                                  if "requests sent" in line), "no summary line"))
+        print(f"load average (1 min) at the end: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

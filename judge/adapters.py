@@ -13,11 +13,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
+from typing import NamedTuple
+
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from quantmedic.taxonomy.errors import InputError, read_text, required_field
-from quantmedic.taxonomy.jsonl import iter_json_lines, open_input, validate_record
+from quantmedic.taxonomy.jsonl import iter_json_lines, open_input, parse_json_line, validate_record
 from quantmedic.taxonomy.records import Attempt, Problem
 
 from .answers import extract_final_answer
@@ -181,10 +184,50 @@ def detect_format(obj: dict) -> str:
     return "text"
 
 
-def _records(path: Path) -> Iterator[tuple[int, dict]]:
+def _is_json_array(path: Path) -> bool:
     with open_input(path) as handle:
         head = handle.read(4096).lstrip().removeprefix(b"\xef\xbb\xbf").lstrip()
-    return _iter_json_array(path) if head.startswith(b"[") else iter_json_lines(path)
+    return head.startswith(b"[")
+
+
+def _records(path: Path) -> Iterator[tuple[int, dict]]:
+    return _iter_json_array(path) if _is_json_array(path) else iter_json_lines(path)
+
+
+def _raw_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    with open_input(path) as handle:
+        yield from enumerate(handle, start=1)
+
+
+class DoneAttempt(NamedTuple):
+    """An attempt whose id the caller says is already judged (see :func:`iter_attempts`): its id and grade only."""
+
+    id: str
+    correct: bool | None
+
+
+class _Head(BaseModel):
+    """The top-level fields of a quantmedic record read without validating the rest (pydantic-core's JSON
+    parser skips the others, in any order)."""
+
+    model_config = ConfigDict(extra="ignore")
+    id: str = ""
+    correct: bool | None = None
+
+
+def _done_head(raw: bytes, done: Collection[str]) -> DoneAttempt | None:
+    """Line ``raw`` as a :class:`DoneAttempt` when the record's own id is in ``done``; None when it is not, or
+    when it cannot be read so (the full parse then reads it, and names what is wrong)."""
+    try:
+        head = _Head.model_validate_json(raw)
+    except ValidationError:
+        return None
+    return DoneAttempt(head.id, head.correct) if head.id and head.id in done else None
+
+
+def _line_mark(raw: bytes, line: int) -> bytes:
+    """A :func:`_fingerprint` of a line's bytes (kind byte 2), never equal to a content fingerprint."""
+    return hashlib.blake2b(raw.rstrip(), digest_size=12).digest() + b"\x02" + line.to_bytes(4, "big")
 
 
 def _parse(obj: dict, kind: str, path: Path, line: int) -> list[Attempt]:
@@ -220,6 +263,12 @@ _DERIVED_CONTENT = {"id": True, "source": True, "problem": {"id", "source", "sou
 """What :func:`_content` leaves out, for pydantic's (fast) serialiser."""
 
 
+def _same_line(first: dict[str, bytes], attempt_id: str, mark: bytes) -> bool:
+    """Whether ``mark`` is the first fingerprint under ``attempt_id`` (then kept) or the same as it."""
+    earlier = first.setdefault(attempt_id, mark)
+    return earlier is mark or earlier[:13] == mark[:13]
+
+
 def _check_repeat(attempt: Attempt, explicit: bool, line: int, first: dict[str, bytes], path: Path, fmt: str) -> None:
     """A repeat of an earlier attempt is fine (it is judged once); another attempt under the same id is an error
     naming both lines: under an id the file gives, any difference; under an id derived from the same problem,
@@ -247,15 +296,28 @@ def _attempt_at(path: Path, fmt: str, line: int, attempt_id: str) -> Attempt:
     raise AssertionError(f"{path}:{line} is gone")  # pragma: no cover
 
 
-def iter_attempts(path: str | Path, fmt: str = "auto") -> Iterator[Attempt]:
+def iter_attempts(path: str | Path, fmt: str = "auto",
+                  done: Collection[str] | None = None) -> Iterator[Attempt | DoneAttempt]:
     """Every attempt in ``path`` (JSON array or JSONL), one by one, in the given or detected format; memory
     stays small (a fingerprint per id). Two different attempts under one id (the same line twice is fine)
-    are an :class:`InputError`, and so is a file with no records."""
+    are an :class:`InputError`, and so is a file with no records.
+
+    ``done``: ids already judged. A JSONL ``quantmedic`` record whose own ``id`` is in it is not validated: it
+    comes as a :class:`DoneAttempt`, and the digest of its line's bytes stands in for its content's in the
+    repeat check (a line unlike its id's first one is parsed in full and checked as any other)."""
     path = Path(path)
     if fmt not in FORMATS:
         raise InputError("--format", f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     first: dict[str, bytes] = {}
-    for line, obj in _records(path):
+    fast = bool(done) and fmt in ("auto", "quantmedic") and not _is_json_array(path)
+    for line, obj in _raw_lines(path) if fast else _records(path):
+        if isinstance(obj, bytes):
+            if fmt == "quantmedic" and (stub := _done_head(obj, done)) is not None \
+                    and _same_line(first, stub.id, _line_mark(obj, line)):
+                yield stub
+                continue
+            if (obj := parse_json_line(obj, path, line)) is None:
+                continue
         kind = detect_format(obj) if fmt == "auto" else fmt
         if fmt == "auto":
             fmt = kind  # one file, one format: later records are held to the first one's

@@ -83,7 +83,9 @@ class JudgeJob:
 def iter_selected(attempts: Iterable[Attempt], include_correct: bool, limit: int | None, skipped: Counter,
                   done: frozenset[str] | set[str] = frozenset()) -> Iterator[Attempt]:
     """Failed (or ungraded) attempts unless ``include_correct``, deduplicated by id, first ``limit``, less
-    those in ``done`` (already judged); why the others were left out is counted in ``skipped``."""
+    those in ``done`` (already judged); why the others were left out is counted in ``skipped``. A
+    :class:`~quantmedic.judge.adapters.DoneAttempt` (what ``iter_attempts`` gives for an id in ``done``) is
+    counted, never yielded."""
     seen: set[str] = set()
     for attempt in attempts:
         if attempt.id in seen:
@@ -337,8 +339,8 @@ def _judge_pass(job: JudgeJob, out: Path, console: Console, endpoints: tuple[End
     partial file and folded into ``out``."""
     skipped: Counter = Counter()
     done = done_ids(out, judge_config(job, endpoints).fingerprint())
-    attempts: Iterable[Attempt] = iter_selected(iter_attempts(job.input, job.input_format), job.include_correct,
-                                                job.limit, skipped, done)
+    attempts: Iterable[Attempt] = iter_selected(iter_attempts(job.input, job.input_format, done),
+                                                job.include_correct, job.limit, skipped, done)
     total = None
     if not job.input.is_file() or job.input.stat().st_size < MATERIALISE_BELOW:  # a missing one: its error
         attempts = list(attempts)

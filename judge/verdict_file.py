@@ -16,8 +16,10 @@ import json
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from quantmedic.taxonomy.errors import InputError
 from quantmedic.taxonomy.jsonl import dump_line, open_input, parse_json_line, repair_tail, validate_record, write_atomic
@@ -46,18 +48,54 @@ def scan(path: Path) -> Iterator[Row]:
     :class:`Verdict`, the others for the fields read here (a file of another kind is refused at once)."""
     with open_input(path) as handle:
         for number, raw in enumerate(handle, 1):
-            data = parse_json_line(raw, path, number)
-            if data is None:
-                continue
-            line = raw.decode("utf-8")
-            if number == 1:
-                validate_record(Verdict, data, path, number)
-            if not isinstance(data, dict) or not isinstance(data.get("id"), str) or "status" not in data:
-                raise InputError(path, "exists and is not a verdicts file; choose another --out", line=number,
-                                 field="id")
-            attempt = data.get("attempt")
-            yield Row(data["id"], attempt.get("id") if isinstance(attempt, dict) else None, data["status"],
-                      data.get("config"), line if line.endswith("\n") else line + "\n")
+            if (row := _row(raw, path, number)) is not None:
+                yield row
+
+
+def _row(raw: bytes, path: Path, number: int) -> Row | None:
+    """The :class:`Row` of line ``number`` (None for a blank line): see :func:`scan`."""
+    data = parse_json_line(raw, path, number)
+    if data is None:
+        return None
+    line = raw.decode("utf-8")
+    if number == 1:
+        validate_record(Verdict, data, path, number)
+    if not isinstance(data, dict) or not isinstance(data.get("id"), str) or "status" not in data:
+        raise InputError(path, "exists and is not a verdicts file; choose another --out", line=number,
+                         field="id")
+    attempt = data.get("attempt")
+    return Row(data["id"], attempt.get("id") if isinstance(attempt, dict) else None, data["status"],
+               data.get("config"), line if line.endswith("\n") else line + "\n")
+
+
+class _AttemptRef(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    id: Any = None
+
+
+class _DoneFields(BaseModel):
+    """What :func:`done_ids` reads of a verdict line, the fields :func:`scan` requires included; pydantic-core's
+    JSON parser skips the rest (in any order) without building it."""
+
+    model_config = ConfigDict(extra="ignore")
+    id: str
+    attempt: _AttemptRef
+    status: Any
+    config: Any = None
+
+
+def _done_fields(raw: bytes, path: Path, number: int) -> tuple[Any, Any, Any] | None:
+    """``(attempt id, status, config)`` of one verdict line, as :func:`scan` reads them (None: a blank line). A
+    line past the first is read by :class:`_DoneFields`; the first, and any line that cannot be read so (not
+    JSON, a field missing or of another type), as :func:`scan` reads it, which refuses what is wrong."""
+    if number > 1:
+        try:
+            fields = _DoneFields.model_validate_json(raw)
+            return fields.attempt.id, fields.status, fields.config
+        except ValidationError:
+            pass
+    row = _row(raw, path, number)
+    return None if row is None else (row.attempt_id, row.status, row.config)
 
 
 def category_of(line: str) -> str:
@@ -80,7 +118,13 @@ def done_ids(out: Path, config: str) -> set[str]:
     ask for them."""
     if not out.exists():
         return set()
-    return {row.attempt_id for row in scan(out) if row.status == "ok" and row.config == config}
+    done: set[str] = set()
+    with open_input(out) as handle:
+        for number, raw in enumerate(handle, 1):
+            fields = _done_fields(raw, out, number)
+            if fields is not None and fields[1] == "ok" and fields[2] == config:
+                done.add(fields[0])
+    return done
 
 
 class VerdictLog:
