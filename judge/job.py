@@ -235,16 +235,16 @@ def open_endpoints(job: JudgeJob, stack: ExitStack, console: Console) -> tuple[E
         return job.endpoints
     try:
         gguf = check_installed()
-        console.print("starting the embedded judge (llama.cpp + SmolLM2-135M-Instruct, a weak judge: "
-                      "use --base-url/--model for real diagnoses)")
-        endpoint = stack.enter_context(embedded_judge(gguf, n_ctx=job.embedded_context))
-    except EmbeddedJudgeUnavailable as error:
+    except EmbeddedJudgeUnavailable as error:  # not installed (a server that fails to start is an error)
         if job.checker != "gate":
             raise
         console.print(f"[yellow]warning:[/yellow] {escape(str(error))}. The step checker judges alone: it decides the "
                       "failures whose first step it proves wrong; the others are left unscored for a real judge.",
                       highlight=False, soft_wrap=True)
         return ()
+    console.print("starting the embedded judge (llama.cpp + SmolLM2-135M-Instruct, a weak judge: "
+                  "use --base-url/--model for real diagnoses)")
+    endpoint = stack.enter_context(embedded_judge(gguf, n_ctx=job.embedded_context))
     console.print(f"embedded judge serving at {endpoint.base_url}", highlight=False)
     return (dataclasses.replace(endpoint, prompt=job.embedded_prompt),)
 
