@@ -159,7 +159,7 @@ def _layer_rows(table: Table, stats: RunStats, named_judge: bool) -> None:
         table.add_row(label, str(stats.decided.get(layer, 0)))
     table.add_row("conflicts (the judge's first error after the checked one)", str(stats.conflicts))
     table.add_row("unscored" if named_judge else "left for a real judge (unscored)",
-                  str(stats.decided.get("unscored", 0)))
+                  str(stats.unscored))
 
 
 def run_cost(stats: RunStats, job: JudgeJob) -> float | None:

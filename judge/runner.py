@@ -115,7 +115,7 @@ class RunStats:
     checked_errors: int = 0
     """Items in which the step checker found a false claimed computation."""
     decided: Counter = field(default_factory=Counter)
-    """Verdicts by the layer that decided them ('unscored' for those none could)."""
+    """Scored verdicts by the layer that decided them (the others are counted in ``unscored``)."""
     conflicts: int = 0
     """LLM verdicts that put the first error after the checked error, or find none."""
 
@@ -208,7 +208,8 @@ class JudgeRun:
         self.stats.done += 1
         if verdict.status == "unscored":
             self.stats.unscored += 1
-        self.stats.decided[verdict.decided_by if verdict.status == "ok" else "unscored"] += 1
+        else:
+            self.stats.decided[verdict.decided_by] += 1
         self.stats.conflicts += verdict.conflict
         if self._on_item_done:
             self._on_item_done(verdict, self.stats)
